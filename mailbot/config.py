@@ -1,0 +1,278 @@
+"""Configuration: read once at start-up from TOML, validated, then passed down.
+
+Every problem is reported as a `ConfigError` that names the key, the value found and what
+was expected, so an admin can fix the file without reading a traceback.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mailbot.errors import ConfigError
+
+DEFAULT_CONFIG_PATHS = ("./mailbot.toml", "/etc/mailbot/mailbot.toml")
+CONFIG_ENV = "MAILBOT_CONFIG"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseSettings(_Section):
+    """Where the ledger and audit log live."""
+
+    # Empty means SQLite in the data directory (`<data_dir>/mailbot.db`).
+    url: str = ""
+    echo: bool = False
+
+
+class ModelSettings(_Section):
+    """The small model runtime (CTranslate2)."""
+
+    dir: str = "models"  # relative paths are taken from data_dir
+    encoder: str = "all-MiniLM-L6-v2"
+    generator: str = ""  # a converted generator's directory name; empty = none
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    compute_type: str = "int8"
+    intra_threads: Annotated[int, Field(ge=0)] = 0  # 0 = one per core
+    inter_threads: Annotated[int, Field(ge=1)] = 1
+    max_input_tokens: Annotated[int, Field(ge=16, le=8192)] = 256
+    batch_size: Annotated[int, Field(ge=1, le=1024)] = 32
+
+
+class AccountSettings(_Section):
+    """One IMAP account and the folders mailbot watches in it."""
+
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.@-]+$")]
+    host: Annotated[str, Field(min_length=1)]
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    tls: Literal["implicit", "starttls", "plain"] = "implicit"
+    tls_verify: bool = True
+    username: Annotated[str, Field(min_length=1)]
+    password: str | None = None
+    password_env: str | None = None
+    password_file: str | None = None
+    mailboxes: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] = [
+        "INBOX"
+    ]
+    poll_interval: Annotated[float, Field(ge=1, le=86400)] = 60.0
+    idle: bool = False
+    timeout: Annotated[float, Field(gt=0, le=600)] = 30.0
+    max_message_bytes: Annotated[int, Field(ge=1024)] = 25 * 1024 * 1024
+    fetch_batch: Annotated[int, Field(ge=1, le=1000)] = 100
+    processed_action: Literal["none", "flag", "move"] = "none"
+    processed_flag: Annotated[str, Field(min_length=1, pattern=r"^\\?[^\s()\]{%*\"]+$")] = (
+        "$MailbotProcessed"
+    )
+    processed_folder: str = "Processed"
+    drafts_folder: Annotated[str, Field(min_length=1)] = "Drafts"
+    support_address: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> AccountSettings:
+        sources = [k for k in ("password", "password_env", "password_file") if getattr(self, k)]
+        if len(sources) != 1:
+            raise ValueError(
+                "set exactly one of password_env, password_file or password "
+                f"(found {len(sources)}: {', '.join(sources) or 'none'})"
+            )
+        if self.tls == "plain" and not _is_loopback(self.host):
+            raise ValueError(
+                f"tls = 'plain' sends the password in clear and is allowed only for a loopback "
+                f"host (127.0.0.1, ::1, localhost), not {self.host!r}; use 'implicit' or 'starttls'"
+            )
+        if len(set(self.mailboxes)) != len(self.mailboxes):
+            raise ValueError("mailboxes lists a folder twice")
+        return self
+
+    @property
+    def effective_port(self) -> int:
+        """The configured port, or the IMAP default for the TLS mode."""
+        if self.port is not None:
+            return self.port
+        return 993 if self.tls == "implicit" else 143
+
+    def resolve_password(self) -> str:
+        """Read the password from where the config says it lives."""
+        if self.password is not None:
+            return self.password
+        if self.password_env is not None:
+            value = os.environ.get(self.password_env)
+            if value is None:
+                raise ConfigError(
+                    f"accounts.{self.name}.password_env: environment variable "
+                    f"{self.password_env!r} is not set; export it or use password_file"
+                )
+            return value
+        assert self.password_file is not None
+        path = _expand_credentials(self.password_file)
+        try:
+            return path.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(
+                f"accounts.{self.name}.password_file: cannot read {str(path)!r} "
+                f"({exc.strerror}); check the path and that the mailbot user may read it"
+            ) from None
+
+
+class WorkerSettings(_Section):
+    """How the daemon behaves."""
+
+    # A mailbox lease older than this is taken over (its holder is presumed dead).
+    lease_seconds: Annotated[float, Field(ge=10, le=86400)] = 300.0
+    retry_base_seconds: Annotated[float, Field(gt=0, le=3600)] = 2.0
+    retry_max_seconds: Annotated[float, Field(gt=0, le=86400)] = 300.0
+    retry_attempts: Annotated[int, Field(ge=0, le=100)] = 5
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Config(_Section):
+    """The whole validated configuration."""
+
+    data_dir: str = "var"
+    database: DatabaseSettings = DatabaseSettings()
+    models: ModelSettings = ModelSettings()
+    worker: WorkerSettings = WorkerSettings()
+    accounts: list[AccountSettings] = []
+    # Where the file was read from; relative paths in it are taken from its folder.
+    source: str | None = None
+
+    @model_validator(mode="after")
+    def _unique_accounts(self) -> Config:
+        names = [a.name for a in self.accounts]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"account names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+    @property
+    def base_dir(self) -> Path:
+        return Path(self.source).parent if self.source else Path.cwd()
+
+    @property
+    def data_path(self) -> Path:
+        """The data directory (SQLite database, models), absolute."""
+        return (self.base_dir / self.data_dir).resolve()
+
+    @property
+    def models_path(self) -> Path:
+        return (self.data_path / self.models.dir).resolve()
+
+    @property
+    def database_url(self) -> str:
+        """The SQLAlchemy URL; SQLite in the data directory by default."""
+        if self.database.url:
+            return self.database.url
+        return f"sqlite:///{self.data_path / 'mailbot.db'}"
+
+    def account(self, name: str) -> AccountSettings:
+        for account in self.accounts:
+            if account.name == name:
+                return account
+        raise ConfigError(f"no account named {name!r} in the configuration")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _expand_credentials(value: str) -> Path:
+    # systemd's LoadCredential= puts secrets in $CREDENTIALS_DIRECTORY.
+    if value.startswith("$CREDENTIALS_DIRECTORY") or "${CREDENTIALS_DIRECTORY}" in value:
+        directory = os.environ.get("CREDENTIALS_DIRECTORY", "")
+        value = value.replace("${CREDENTIALS_DIRECTORY}", directory).replace(
+            "$CREDENTIALS_DIRECTORY", directory
+        )
+    return Path(value).expanduser()
+
+
+def find_config_path(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+    """Pick the config file: the explicit path, then $MAILBOT_CONFIG, then the defaults."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    for candidate in DEFAULT_CONFIG_PATHS:
+        if Path(candidate).is_file():
+            return Path(candidate)
+    return None
+
+
+def load_config(path: str | os.PathLike[str] | None) -> Config:
+    """Read and validate a config file; `None` gives the built-in defaults."""
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {str(path)!r} does not exist; copy config.example.toml there "
+            "or pass --config PATH"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text; save the file as UTF-8") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return config_from_dict(data, source=str(path.resolve()))
+
+
+def config_from_dict(data: dict[str, Any], source: str | None = None) -> Config:
+    """Validate already-parsed settings (used by tests and by `load_config`)."""
+    data = dict(data)
+    data.pop("source", None)
+    try:
+        return Config.model_validate({**data, "source": source})
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, data, source)) from None
+
+
+def _describe(exc: ValidationError, data: dict[str, Any], source: str | None) -> str:
+    lines = []
+    for err in exc.errors():
+        key = _key_path(err["loc"], data)
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{key}: unknown key (a typo?); see config.example.toml for valid keys")
+            continue
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] in ("missing",):
+            lines.append(f"{key}: required key is missing")
+        elif "input" in err and not isinstance(err["input"], dict):
+            lines.append(f"{key} = {err['input']!r}: expected {message[0].lower()}{message[1:]}")
+        else:
+            lines.append(f"{key}: {message}")
+    where = f"{source}: " if source else ""
+    if len(lines) == 1:
+        return f"{where}invalid configuration: {lines[0]}"
+    return f"{where}invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def _key_path(loc: tuple[int | str, ...], data: dict[str, Any]) -> str:
+    # Show accounts by name ("accounts.support.port") rather than by index where possible.
+    parts: list[str] = []
+    node: Any = data
+    for item in loc:
+        if isinstance(item, int) and isinstance(node, list) and item < len(node):
+            entry = node[item]
+            name = entry.get("name") if isinstance(entry, dict) else None
+            parts[-1:] = [f"{parts[-1]}[{item}]" if not name else f"{parts[-1]}.{name}"]
+            node = entry
+            continue
+        parts.append(str(item))
+        node = node.get(item) if isinstance(node, dict) else None
+    return ".".join(parts) or "(top level)"

@@ -1,0 +1,16 @@
+"""The ledger and audit database (SQLAlchemy 2.0; Alembic migrations in migrations/)."""
+
+from mailbot.db.base import Base
+from mailbot.db.models import Account, Event, Mailbox, Message, MessageStatus, RawMessage
+from mailbot.db.session import Database
+
+__all__ = [
+    "Account",
+    "Base",
+    "Database",
+    "Event",
+    "Mailbox",
+    "Message",
+    "MessageStatus",
+    "RawMessage",
+]

@@ -1,0 +1,138 @@
+"""Tables of the ledger and the audit log.
+
+- `accounts` and `mailboxes`: sync state per IMAP folder (UIDVALIDITY, last UID, last poll,
+  last error) and the lease that keeps two workers off one mailbox.
+- `messages`: one row per fetched email, unique on (mailbox, UIDVALIDITY, UID), with the
+  Message-ID and SHA-256 of the raw bytes kept as a backstop identity, and a current status.
+- `raw_messages`: the raw bytes, apart so that queries over `messages` stay light.
+- `events`: the append-only audit log; one row per step, never updated or deleted.
+
+Later stages add their own records (classifications, extractions, drafts, reviews) in their
+own tables that reference `messages.id`, each with its own migration.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from mailbot.db.base import Base, JSONType, UTCDateTime, utcnow
+
+
+class MessageStatus(StrEnum):
+    """Where a message stands; it only moves forward, each move an audit event."""
+
+    FETCHED = "fetched"  # committed to the ledger, not yet parsed
+    PARSED = "parsed"  # parsed; waiting for later stages
+    SKIPPED = "skipped"  # never to be answered automatically (auto-reply, bounce, over-size)
+    FAILED = "failed"  # could not be parsed or processed; the reason is recorded
+    CLASSIFIED = "classified"
+    ROUTED = "routed"
+    DRAFTED = "drafted"
+    DONE = "done"
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    mailboxes: Mapped[list[Mailbox]] = relationship(back_populates="account")
+
+
+class Mailbox(Base):
+    __tablename__ = "mailboxes"
+    __table_args__ = (UniqueConstraint("account_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(1000))
+    uidvalidity: Mapped[int | None] = mapped_column(BigInteger)
+    last_uid: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_poll_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    account: Mapped[Account] = relationship(back_populates="mailboxes")
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    __table_args__ = (
+        UniqueConstraint("mailbox_id", "uidvalidity", "uid"),
+        Index("ix_messages_mailbox_sha256", "mailbox_id", "sha256"),
+        Index("ix_messages_mailbox_message_id", "mailbox_id", "message_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id", ondelete="CASCADE"))
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)
+    uid: Mapped[int] = mapped_column(BigInteger)
+    message_id: Mapped[str | None] = mapped_column(String(998))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)
+    subject: Mapped[str | None] = mapped_column(Text)
+    sender: Mapped[str | None] = mapped_column(String(998))
+    received_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    fetched_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    status: Mapped[str] = mapped_column(String(32), default=MessageStatus.FETCHED, index=True)
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    # Whether the server-side action (flag/move) has been done for this message.
+    server_action_done: Mapped[bool] = mapped_column(default=False)
+
+    mailbox: Mapped[Mailbox] = relationship()
+
+
+class RawMessage(Base):
+    __tablename__ = "raw_messages"
+
+    message_pk: Mapped[int] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Event(Base):
+    """One step of one message (or of a mailbox), appended and never changed."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    message_pk: Mapped[int | None] = mapped_column(
+        ForeignKey("messages.id", ondelete="SET NULL"), index=True
+    )
+    mailbox_id: Mapped[int | None] = mapped_column(
+        ForeignKey("mailboxes.id", ondelete="SET NULL"), index=True
+    )
+    stage: Mapped[str] = mapped_column(String(64), index=True)
+    outcome: Mapped[str] = mapped_column(String(64))
+    details: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    model: Mapped[str | None] = mapped_column(String(200))
+    model_version: Mapped[str | None] = mapped_column(String(200))
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    tokens_in: Mapped[int | None] = mapped_column(Integer)
+    tokens_out: Mapped[int | None] = mapped_column(Integer)
+    cost: Mapped[float | None] = mapped_column(Float)
+    actor: Mapped[str] = mapped_column(String(200), default="worker")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
