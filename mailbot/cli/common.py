@@ -44,6 +44,8 @@ def _setup_logging(level: str, verbosity: int) -> None:
             level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
         )
     root.setLevel(level)
+    # Alembic announces every plugin at INFO; only its warnings matter to an operator.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
 def get_state(ctx: click.Context | None = None) -> CliState:

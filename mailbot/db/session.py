@@ -14,13 +14,15 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailbot.errors import ConfigError, DatabaseUnavailable, PermanentError
+from mailbot.errors import ConfigError, DatabaseUnavailable, ExitCode, PermanentError
 
 log = logging.getLogger(__name__)
 
 
 class SchemaOutOfDate(PermanentError):
     """The database schema is older (or newer) than this version of mailbot expects."""
+
+    exit_code = ExitCode.UNAVAILABLE
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -1,0 +1,223 @@
+"""The worker's own commands: run, status, ingest, demo, db."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mailbot.cli.common import emit_json, get_state, json_option
+from mailbot.errors import ExitCode
+
+
+def register(group: click.Group) -> None:
+    for command in (run, status, ingest, demo, db):
+        group.add_command(command)
+
+
+def _database(config: Any) -> Any:
+    from mailbot.db.session import Database
+
+    return Database(config.database_url, echo=config.database.echo)
+
+
+@click.command()
+@click.option("--once", is_flag=True, help="Poll every mailbox once, then exit.")
+@json_option
+def run(once: bool, as_json: bool) -> int:
+    """Run the worker: poll every configured mailbox on its schedule.
+
+    SIGTERM (or Ctrl-C) finishes the message in hand, then exits cleanly. With --once the exit
+    code is 0 when every mailbox was polled without error and 1 otherwise.
+    """
+    from mailbot.daemon import Worker
+
+    config = get_state().config
+    if not config.accounts:
+        raise click.UsageError(
+            "no accounts configured; add an [[accounts]] section (see config.example.toml)"
+        )
+    worker = Worker(config)
+    if not once:
+        worker.run_forever()
+        return int(ExitCode.OK)
+    reports = worker.poll_all()
+    if as_json:
+        emit_json([asdict(r) for r in reports])
+    else:
+        for r in reports:
+            state = f"error: {r.error}" if r.error else (
+                f"skipped: being polled by {r.lease_held_by}" if r.lease_held_by else "ok")
+            click.echo(
+                f"{r.account}/{r.mailbox}: fetched {r.fetched}, processed {r.processed}, "
+                f"over-size {r.oversize}, re-matched {r.rematched}"
+                f"{', UIDVALIDITY changed' if r.uidvalidity_changed else ''} - {state}"
+            )
+    return int(ExitCode.FAILURE if any(r.error for r in reports) else ExitCode.OK)
+
+
+@click.command()
+@json_option
+def status(as_json: bool) -> int:
+    """Show each mailbox: last poll, last UID, messages by status, last error."""
+    from mailbot.ledger import mailbox_statuses
+
+    config = get_state().config
+    database = _database(config)
+    database.check_schema()
+    with database.session() as session:
+        rows = mailbox_statuses(session)
+    if as_json:
+        emit_json([asdict(r) for r in rows])
+        return int(ExitCode.OK)
+    if not rows:
+        click.echo("no mailbox has been polled yet")
+        return int(ExitCode.OK)
+    for r in rows:
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(r.counts.items())) or "no messages"
+        last_poll = r.last_poll_at.strftime("%Y-%m-%d %H:%M:%S UTC") if r.last_poll_at else "never"
+        click.echo(f"{r.account}/{r.mailbox}")
+        click.echo(f"  last poll   {last_poll}  (UIDVALIDITY {r.uidvalidity}, last UID {r.last_uid})")
+        click.echo(f"  messages    {counts}")
+        if r.lease_owner:
+            click.echo(f"  polling now {r.lease_owner}")
+        if r.last_error:
+            click.echo(f"  last error  {r.last_error}  ({r.consecutive_failures} in a row)")
+    return int(ExitCode.OK)
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--mailbox", default="files", show_default=True,
+              help="Name to file these messages under (account 'local').")
+@json_option
+def ingest(paths: tuple[Path, ...], mailbox: str, as_json: bool) -> int:
+    """Backfill from a Maildir folder or .eml files through the same pipeline."""
+    from mailbot.daemon import build_stages
+    from mailbot.pipeline import Pipeline
+    from mailbot.sources.local import ingest_local
+
+    config = get_state().config
+    database = _database(config)
+    database.ensure_schema()
+    report = ingest_local(database, paths, Pipeline(database, build_stages(config)),
+                          mailbox_name=mailbox)
+    if as_json:
+        emit_json(asdict(report))
+    else:
+        click.echo(f"{report.files} file(s): {report.ingested} ingested, "
+                   f"{report.already_known} already in the ledger, {report.processed} processed")
+    return int(ExitCode.OK)
+
+
+def sample_dir() -> Path:
+    return Path(str(resources.files("mailbot") / "data" / "samples"))
+
+
+@click.command()
+@click.option("--keep", is_flag=True, help="Keep the demo database from an earlier run.")
+@json_option
+def demo(keep: bool, as_json: bool) -> int:
+    """Process the sample support emails that ship with mailbot, with no server.
+
+    Uses a local SQLite database (<data_dir>/demo.db) and prints what happened to each email.
+    """
+    from mailbot.daemon import build_stages
+    from mailbot.db.session import Database
+    from mailbot.pipeline import Pipeline
+    from mailbot.sources.local import ingest_local
+
+    config = get_state().config
+    db_path = config.data_path / "demo.db"
+    if not keep:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+    database = Database(f"sqlite:///{db_path}")
+    database.upgrade()
+    shown: list[dict[str, Any]] = []
+
+    def show(path: Path, processed: Any) -> None:
+        record = _demo_record(path, processed)
+        shown.append(record)
+        if not as_json:
+            _print_demo_record(record)
+
+    report = ingest_local(database, [sample_dir()],
+                          Pipeline(database, build_stages(config)),
+                          mailbox_name="demo", on_message=show)
+    if as_json:
+        emit_json({"database": str(db_path), "messages": shown})
+        return int(ExitCode.OK)
+    skipped = sum(1 for r in shown if r["status"] == "skipped")
+    click.echo(
+        f"\n{report.ingested} sample emails processed ({skipped} left alone as auto-replies or "
+        f"bounces). Audit log: {db_path}\n"
+        f"  try: sqlite3 {db_path} 'select stage, outcome, count(*) from events group by 1, 2'"
+    )
+    return int(ExitCode.OK)
+
+
+def _demo_record(path: Path, processed: Any) -> dict[str, Any]:
+    message = processed.results.get("parse")
+    record: dict[str, Any] = {
+        "file": path.name,
+        "status": str(processed.status),
+        "reason": processed.reason,
+        "from": message.from_addr.email if message and message.from_addr else None,
+        "subject": message.subject if message else None,
+        "text": (message.new_text if message else "")[:200],
+    }
+    return record
+
+
+def _print_demo_record(record: dict[str, Any]) -> None:
+    click.echo(f"- {record['file']}: {record['subject']!r} from {record['from']}")
+    click.echo(f"    status: {record['status']}" + (f" ({record['reason']})" if record["reason"] else ""))
+    snippet = " ".join(record["text"].split())[:120]
+    if snippet:
+        click.echo(f"    text:   {snippet}")
+
+
+@click.group()
+def db() -> None:
+    """Manage the ledger and audit database schema."""
+
+
+@db.command("upgrade")
+@click.argument("revision", default="head")
+def db_upgrade(revision: str) -> int:
+    """Apply migrations up to REVISION (default: the newest)."""
+    database = _database(get_state().config)
+    database.upgrade(revision)
+    click.echo(f"database at revision {database.current_revision()}")
+    return int(ExitCode.OK)
+
+
+@db.command("downgrade")
+@click.argument("revision")
+def db_downgrade(revision: str) -> int:
+    """Revert migrations down to REVISION ('base' removes every table)."""
+    database = _database(get_state().config)
+    database.downgrade(revision)
+    click.echo(f"database at revision {database.current_revision() or 'base'}")
+    return int(ExitCode.OK)
+
+
+@db.command("current")
+@json_option
+def db_current(as_json: bool) -> int:
+    """Show the database's schema revision and the one this mailbot needs."""
+    database = _database(get_state().config)
+    current, head = database.current_revision(), database.head_revision()
+    if as_json:
+        emit_json({"current": current, "head": head, "up_to_date": current == head})
+    else:
+        click.echo(f"current {current or 'none'}, needed {head}"
+                   + ("" if current == head else " - run `mailbot db upgrade`"))
+    return int(ExitCode.OK)
+
+
+__all__ = ["register"]

@@ -1,0 +1,209 @@
+"""The pipeline runner: the one place that orders the stages and audits each step.
+
+A stage is a small object with a `name` and a `run(item)` that takes what earlier stages
+produced and returns a `StageResult`; it touches neither the network nor the database.
+The runner loads the raw message, runs the stages in order, and commits the audit events
+and the new status in one transaction per message, so a crash mid-message leaves nothing
+half-recorded and the message is simply processed again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sqlalchemy import select
+
+from mailbot.db.base import utcnow
+from mailbot.db.models import Message, MessageStatus, RawMessage
+from mailbot.db.session import Database
+from mailbot.errors import ParseError, TransientError
+from mailbot.ledger import pending_messages, record_event
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class StageResult:
+    """What one stage did to one message."""
+
+    outcome: str  # "ok", "skipped", "error", ...
+    value: Any = None  # handed to later stages under the stage's name
+    status: MessageStatus | None = None  # the message's new status, if it changes
+    reason: str | None = None  # why, for a skip or an error (kept on the message)
+    details: Mapping[str, Any] = field(default_factory=dict)
+    stop: bool = False  # later stages do not run
+    model: str | None = None
+    model_version: str | None = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    cost: float | None = None
+    # Ledger columns to fill in from what the stage learnt (subject, sender, ...).
+    message_updates: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class WorkItem:
+    """One message on its way through the stages."""
+
+    message_pk: int
+    raw: bytes
+    results: dict[str, Any] = field(default_factory=dict)
+
+
+class Stage(Protocol):
+    name: str
+
+    def run(self, item: WorkItem) -> StageResult: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessedMessage:
+    """The outcome of one message's pass through the pipeline."""
+
+    message_pk: int
+    status: str
+    reason: str | None
+    results: Mapping[str, Any]
+
+
+class ParseStage:
+    """Raw bytes to `InboundMessage`; auto-replies and unparsable mail stop here."""
+
+    name = "parse"
+
+    def run(self, item: WorkItem) -> StageResult:
+        from mailbot.parse import parse_message
+
+        try:
+            message = parse_message(item.raw)
+        except ParseError as exc:
+            return StageResult(
+                "error", status=MessageStatus.FAILED, reason=f"parse error: {exc}", stop=True,
+                details={"error": str(exc)},
+            )
+        sender = message.from_addr.email if message.from_addr else None
+        updates = {"subject": message.subject, "sender": sender}
+        if message.message_id:
+            updates["message_id"] = message.message_id
+        details: dict[str, Any] = {
+            "message_id": message.message_id,
+            "body_source": message.body_source,
+            "attachments": len(message.attachments),
+            "defects": list(message.defects),
+        }
+        if message.auto_reply:
+            return StageResult(
+                "skipped", value=message, status=MessageStatus.SKIPPED,
+                reason=f"no automatic reply: {message.auto_reply}", stop=True,
+                details={**details, "auto_reply": message.auto_reply}, message_updates=updates,
+            )
+        return StageResult(
+            "ok", value=message, status=MessageStatus.PARSED, details=details,
+            message_updates=updates,
+        )
+
+
+class Pipeline:
+    """Runs the configured stages over messages waiting in the ledger."""
+
+    def __init__(self, db: Database, stages: Sequence[Stage] | None = None) -> None:
+        self.db = db
+        self.stages: list[Stage] = list(stages) if stages is not None else [ParseStage()]
+
+    def run_stages(self, item: WorkItem) -> list[tuple[Stage, StageResult, float]]:
+        """Run the stages over one item in memory; nothing is written."""
+        done: list[tuple[Stage, StageResult, float]] = []
+        for stage in self.stages:
+            started = time.perf_counter()
+            try:
+                result = stage.run(item)
+            except TransientError:
+                raise
+            except Exception as exc:  # a bug or bad data in one stage fails only this message
+                log.exception("stage %s failed on message %s", stage.name, item.message_pk)
+                result = StageResult(
+                    "error", status=MessageStatus.FAILED, stop=True,
+                    reason=f"{stage.name} failed: {type(exc).__name__}: {exc}",
+                    details={"traceback": traceback.format_exc(limit=20)},
+                )
+            elapsed_ms = (time.perf_counter() - started) * 1000.0
+            done.append((stage, result, elapsed_ms))
+            item.results[stage.name] = result.value
+            if result.stop:
+                break
+        return done
+
+    def process(self, message_pk: int) -> ProcessedMessage:
+        """Process one message and commit its events and status in one transaction."""
+        with self.db.session() as session:
+            message = session.get(Message, message_pk, with_for_update=False)
+            if message is None:
+                raise LookupError(f"no message with id {message_pk}")
+            raw = session.scalar(select(RawMessage.raw).where(RawMessage.message_pk == message_pk))
+            if raw is None:
+                message.status = MessageStatus.FAILED
+                message.status_reason = "raw message missing from the ledger"
+                record_event(session, "pipeline", "error", message_pk=message_pk,
+                             mailbox_id=message.mailbox_id,
+                             details={"error": message.status_reason})
+                return ProcessedMessage(message_pk, message.status, message.status_reason, {})
+            item = WorkItem(message_pk=message_pk, raw=raw)
+            steps = self.run_stages(item)
+            self._record(session, message, steps)
+            return ProcessedMessage(message_pk, message.status, message.status_reason,
+                                    dict(item.results))
+
+    def _record(
+        self, session: Any, message: Message, steps: list[tuple[Stage, StageResult, float]]
+    ) -> None:
+        for stage, result, elapsed_ms in steps:
+            details = dict(result.details)
+            if result.reason:
+                details.setdefault("reason", result.reason)
+            record_event(
+                session, stage.name, result.outcome, message_pk=message.id,
+                mailbox_id=message.mailbox_id, details=details, model=result.model,
+                model_version=result.model_version, latency_ms=round(elapsed_ms, 3),
+                tokens_in=result.tokens_in, tokens_out=result.tokens_out, cost=result.cost,
+            )
+            for column, value in result.message_updates.items():
+                setattr(message, column, value)
+            if result.status is not None:
+                message.status = result.status
+                message.status_reason = result.reason
+        message.updated_at = utcnow()
+
+    def process_pending(
+        self,
+        mailbox_id: int | None = None,
+        *,
+        stop: threading.Event | None = None,
+        on_message: Callable[[ProcessedMessage], None] | None = None,
+    ) -> int:
+        """Process every message still waiting (of one mailbox, or all); returns the count.
+
+        Stops between messages when `stop` is set, so SIGTERM finishes the message in hand.
+        """
+        count = 0
+        seen: set[int] = set()
+        while not (stop and stop.is_set()):
+            with self.db.session() as session:
+                batch = [pk for pk in pending_messages(session, mailbox_id, limit=200)
+                         if pk not in seen]
+            if not batch:
+                break
+            for pk in batch:
+                if stop and stop.is_set():
+                    break
+                seen.add(pk)  # a message that stays pending is retried next poll, not now
+                processed = self.process(pk)
+                count += 1
+                if on_message:
+                    on_message(processed)
+        return count

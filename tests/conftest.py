@@ -1,0 +1,6 @@
+"""Shared fixtures. Fixture modules live in tests/support/ and are pulled in here."""
+
+from __future__ import annotations
+
+from tests.support.database import *  # noqa: E402,F401,F403
+from tests.support.dovecot import *  # noqa: E402,F401,F403
