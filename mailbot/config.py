@@ -132,6 +132,26 @@ class WorkerSettings(_Section):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
+class ClassifierSettings(_Section):
+    """Intent, priority and sentiment classification (see docs/classifier.md)."""
+
+    # Share of in-scope mail allowed to be flagged out of scope; the threshold that gives
+    # this rate is read from the intent head's held-out calibration data.
+    oos_false_rejection: Annotated[float, Field(gt=0, lt=1)] = 0.05
+    # A fixed out-of-scope threshold (0..1) instead of the calibrated one.
+    oos_threshold: Annotated[float, Field(ge=0, le=1)] | None = None
+    # Classify the intent with the generator (models.generator) by scoring each label.
+    use_generator: bool = False
+    # The labels the generator may choose from; empty = the intent head's labels.
+    intents: list[Annotated[str, Field(min_length=1)]] = []
+    # Seconds between checks of the database for a newly promoted head.
+    refresh_seconds: Annotated[float, Field(ge=0, le=86400)] = 30.0
+    # Folds of cross-validation used to calibrate heads when training.
+    cv_folds: Annotated[int, Field(ge=2, le=20)] = 5
+    # Restrict language detection to these ISO 639-1 codes; empty = every language known.
+    languages: list[Annotated[str, Field(pattern=r"^[a-z]{2,3}$")]] = []
+
+
 class Config(_Section):
     """The whole validated configuration."""
 
@@ -139,6 +159,7 @@ class Config(_Section):
     database: DatabaseSettings = DatabaseSettings()
     models: ModelSettings = ModelSettings()
     worker: WorkerSettings = WorkerSettings()
+    classifier: ClassifierSettings = ClassifierSettings()
     accounts: list[AccountSettings] = []
     # Where the file was read from; relative paths in it are taken from its folder.
     source: str | None = None

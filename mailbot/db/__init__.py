@@ -1,11 +1,13 @@
 """The ledger and audit database (SQLAlchemy 2.0; Alembic migrations in migrations/)."""
 
+from mailbot.db.artifacts import Artifact
 from mailbot.db.base import Base
 from mailbot.db.models import Account, Event, Mailbox, Message, MessageStatus, RawMessage
 from mailbot.db.session import Database
 
 __all__ = [
     "Account",
+    "Artifact",
     "Base",
     "Database",
     "Event",
