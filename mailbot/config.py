@@ -274,7 +274,8 @@ def _describe(exc: ValidationError, data: dict[str, Any], source: str | None) ->
         if err["type"] in ("missing",):
             lines.append(f"{key}: required key is missing")
         elif "input" in err and not isinstance(err["input"], dict):
-            lines.append(f"{key} = {err['input']!r}: expected {message[0].lower()}{message[1:]}")
+            expected = message.removeprefix("Input should be ").removeprefix("input should be ")
+            lines.append(f"{key} = {err['input']!r}: expected {expected}")
         else:
             lines.append(f"{key}: {message}")
     where = f"{source}: " if source else ""
