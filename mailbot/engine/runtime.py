@@ -1,0 +1,128 @@
+"""Where and how CTranslate2 runs: device choice, compute type fallback, output conversion."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import ctranslate2
+import numpy as np
+
+from mailbot.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# What to try, in order, when the configured compute type is not supported on the device.
+_FALLBACKS = {
+    "cpu": ("int8", "int8_float32", "float32"),
+    "cuda": ("int8_float16", "int8", "float16", "float32"),
+}
+
+
+def resolve_device(device: str) -> str:
+    """Turn the configured device (`cpu`, `cuda`, `auto`) into the one CTranslate2 will use."""
+    if device == "cpu":
+        return "cpu"
+    gpus = ctranslate2.get_cuda_device_count()
+    if device == "auto":
+        return "cuda" if gpus > 0 else "cpu"
+    if device == "cuda":
+        if gpus == 0:
+            raise ConfigError(
+                "models.device = 'cuda' but CTranslate2 finds no CUDA device; "
+                "set models.device to 'cpu' or 'auto'"
+            )
+        return "cuda"
+    raise ConfigError(f"models.device = {device!r}: expected 'cpu', 'cuda' or 'auto'")
+
+
+def resolve_compute_type(device: str, compute_type: str) -> str:
+    """The configured compute type, or the closest one the device supports (with a warning)."""
+    if compute_type in ("default", "auto"):
+        return compute_type
+    supported = ctranslate2.get_supported_compute_types(device)
+    if compute_type in supported:
+        return compute_type
+    for candidate in _FALLBACKS.get(device, ("float32",)):
+        if candidate in supported:
+            log.warning(
+                "compute type %s is not supported on %s (supported: %s); using %s",
+                compute_type,
+                device,
+                ", ".join(sorted(supported)),
+                candidate,
+            )
+            return candidate
+    return "default"
+
+
+def to_float32(view: Any) -> np.ndarray:
+    """A CTranslate2 StorageView (on any device, any float type) as a float32 NumPy array."""
+    if view.device != "cpu":
+        view = view.to_device(ctranslate2.Device.cpu)
+    if view.dtype in (ctranslate2.DataType.float16, ctranslate2.DataType.bfloat16):
+        view = view.to(ctranslate2.DataType.float32)
+    return np.asarray(view, dtype=np.float32)
+
+
+# Loaded CTranslate2 models, shared by everything in the process: loading one costs a second
+# and its weights in memory, and the models are safe to call from several threads.
+_MODELS: dict[tuple[Any, ...], Any] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def load_ct2_model(
+    factory: Callable[..., Any],
+    model_dir: Path,
+    *,
+    device: str,
+    compute_type: str,
+    intra_threads: int,
+    inter_threads: int,
+) -> Any:
+    """Load (or reuse) a CTranslate2 `Encoder`, `Generator` or `Translator` for a directory.
+
+    The key includes the weights' size and mtime so that a model converted again in place
+    (`--force`) is reloaded rather than served stale.
+    """
+    weights = (model_dir / "model.bin").stat()
+    key = (
+        factory.__name__,
+        str(model_dir.resolve()),
+        weights.st_size,
+        weights.st_mtime_ns,
+        device,
+        compute_type,
+        intra_threads,
+        inter_threads,
+    )
+    with _MODELS_LOCK:
+        model = _MODELS.get(key)
+        if model is None:
+            log.info(
+                "loading %s from %s (%s, %s, %d intra / %d inter threads)",
+                factory.__name__,
+                model_dir,
+                device,
+                compute_type,
+                intra_threads,
+                inter_threads,
+            )
+            model = factory(
+                str(model_dir),
+                device=device,
+                compute_type=compute_type,
+                intra_threads=intra_threads,
+                inter_threads=inter_threads,
+            )
+            _MODELS[key] = model
+        return model
+
+
+def clear_model_cache() -> None:
+    """Drop every cached model (tests; a long-lived process after models were replaced)."""
+    with _MODELS_LOCK:
+        _MODELS.clear()

