@@ -232,3 +232,148 @@ def test_missing_file_is_named(encoder_dir: Path, tmp_path: Path, name: str) -> 
 def test_an_encoder_is_not_accepted_as_generator(encoder_dir: Path) -> None:
     with pytest.raises(ModelError, match="holds a encoder model"):
         Generator.load(encoder_dir)
+
+
+# --- generators -------------------------------------------------------------------------------
+
+INTENTS = [" refund", " shipping", " password", " cancel", " invoice"]
+HELD_OUT = {
+    " refund": "Hello, the lamp arrived broken and I would like a refund please.",
+    " shipping": "Hi, my parcel has still not arrived, where is my package?",
+    " password": "I forgot my password and the reset link does not work.",
+    " cancel": "Please cancel my subscription, I do not want to renew.",
+    " invoice": "Could you send me the invoice for my last order?",
+}
+
+
+def _torch_continuation_logprob(model, tokenizer, prompt: str, choice: str) -> float:  # type: ignore[no-untyped-def]
+    """log P(choice | prompt) computed by transformers, token by token."""
+    import torch
+
+    context = tokenizer(prompt)["input_ids"]
+    continuation = tokenizer(choice, add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([context + continuation])
+    with torch.no_grad():
+        logprobs = torch.log_softmax(model(ids).logits[0].double(), dim=-1)
+    return float(sum(logprobs[len(context) + i - 1, t] for i, t in enumerate(continuation)))
+
+
+def test_generate_returns_text_and_token_counts(tiny_generator_dir: Path) -> None:
+    from tests.support.tiny_generator import decoder_line
+
+    generator = Generator.load(tiny_generator_dir, compute_type="float32")
+    prompts = [decoder_line(text) for text in HELD_OUT.values()]
+    results = generator.generate(prompts, max_new_tokens=8)
+    assert len(results) == len(prompts)
+    for prompt, result in zip(prompts, results, strict=True):
+        assert result.text.strip()
+        assert result.prompt_tokens == generator.count_tokens(prompt)
+        assert 1 <= result.generated_tokens <= 8
+        assert result.latency_s > 0
+    # Trained on "Intent: <label><eos>", greedy decoding names the label and stops.
+    assert [r.text.strip() for r in results] == [i.strip() for i in HELD_OUT]
+    assert all(r.finished for r in results)
+
+
+def test_generate_can_be_forced_to_an_exact_length(tiny_generator_dir: Path) -> None:
+    from tests.support.tiny_generator import decoder_line
+
+    generator = Generator.load(tiny_generator_dir, compute_type="float32")
+    results = generator.generate(
+        [decoder_line(HELD_OUT[" refund"]), "Email:"], max_new_tokens=12, min_new_tokens=12
+    )
+    assert [r.generated_tokens for r in results] == [12, 12]
+    assert not any(r.finished for r in results)
+
+
+def test_greedy_generation_matches_transformers(
+    tiny_generator_dir: Path, tiny_generator_hf_dir: Path
+) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_generator_hf_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_generator_hf_dir).eval()
+    generator = Generator.load(tiny_generator_dir, compute_type="float32")
+    prompt = "Email: Hi, where is"
+    ours = generator.generate([prompt], max_new_tokens=10, min_new_tokens=10)[0]
+    enc = tokenizer(prompt, return_tensors="pt")
+    theirs = model.generate(
+        **enc, max_new_tokens=10, min_new_tokens=10, do_sample=False, pad_token_id=0
+    )
+    expected = tokenizer.decode(theirs[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert ours.text == expected
+
+
+def test_score_choices_matches_transformers_logprobs(
+    tiny_generator_dir: Path, tiny_generator_hf_dir: Path
+) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tests.support.tiny_generator import decoder_line
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_generator_hf_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_generator_hf_dir).eval()
+    generator = Generator.load(tiny_generator_dir, compute_type="float32")
+    choices = [*INTENTS, " shipping of the parcel"]  # a multi-token choice too
+    prompt = decoder_line(HELD_OUT[" cancel"])
+    ours = generator.score_choices(prompt, choices)
+    theirs = [_torch_continuation_logprob(model, tokenizer, prompt, c) for c in choices]
+    np.testing.assert_allclose(ours, theirs, atol=2e-3)
+
+
+def test_score_choices_ranks_the_right_intent_first(tiny_generator_dir: Path) -> None:
+    from tests.support.tiny_generator import decoder_line
+
+    generator = Generator.load(tiny_generator_dir)  # int8, as in production
+    for intent, text in HELD_OUT.items():
+        scores = generator.score_choices(decoder_line(text), INTENTS)
+        assert INTENTS[int(np.argmax(scores))] == intent, (text, scores)
+        assert all(s < 0 for s in scores)
+
+
+def test_score_choices_with_end_token_separates_prefix_labels(tiny_generator_dir: Path) -> None:
+    from tests.support.tiny_generator import decoder_line
+
+    generator = Generator.load(tiny_generator_dir, compute_type="float32")
+    prompt = decoder_line(HELD_OUT[" refund"])
+    plain = generator.score_choices(prompt, [" refund", " refund refund"])
+    complete = generator.score_choices(prompt, [" refund", " refund refund"], include_end=True)
+    # Without the end token a longer choice can only lose probability; with it, the complete
+    # label " refund" (trained as "refund<eos>") wins by a wide margin.
+    assert plain[0] > plain[1]
+    assert complete[0] > complete[1] + 1.0
+    assert complete[0] < plain[0]  # P(eos) < 1 is added in
+
+
+def test_registry_loads_the_configured_generator(tiny_generator_dir: Path) -> None:
+    settings = ModelSettings(generator=tiny_generator_dir.name, compute_type="float32")
+    registry = ModelRegistry(settings, tiny_generator_dir.parent)
+    generator = registry.generator()
+    assert generator is not None and generator is registry.generator()
+    assert generator.name == "tiny-decoder"
+    assert generator.version == read_manifest(tiny_generator_dir).version
+
+
+def test_seq2seq_generates_and_scores(tiny_seq2seq_dir: Path, tiny_seq2seq_hf_dir: Path) -> None:
+    import torch
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    generator = Generator.load(tiny_seq2seq_dir, compute_type="float32")
+    assert generator.is_seq2seq
+    labels = [i.strip() for i in INTENTS]
+    sources = [f"Email: {text}" for text in HELD_OUT.values()]
+    results = generator.generate(sources, max_new_tokens=6)
+    assert [r.text.strip() for r in results] == labels
+    # Scores equal transformers' log P(label </s> | source) when the end token is included.
+    tokenizer = AutoTokenizer.from_pretrained(tiny_seq2seq_hf_dir)
+    model = AutoModelForSeq2SeqLM.from_pretrained(tiny_seq2seq_hf_dir).eval()
+    ours = generator.score_choices(sources[0], labels, include_end=True)
+    theirs = []
+    for label in labels:
+        enc = tokenizer(sources[0], return_tensors="pt")
+        target = tokenizer(label, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            loss = model(**enc, labels=target).loss  # mean over target tokens
+        theirs.append(-float(loss) * target.shape[1])
+    np.testing.assert_allclose(ours, theirs, atol=2e-3)
+    assert labels[int(np.argmax(ours))] == "refund"

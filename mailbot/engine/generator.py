@@ -138,7 +138,7 @@ class Generator:
         latency = time.perf_counter() - started
         generations = []
         for enc, result in zip(encoded, results, strict=True):
-            ids = list(result.sequences_ids[0])
+            ids = self._result_ids(result)
             generations.append(
                 Generation(
                     text=self._tokenizer.decode(ids, skip_special_tokens=True),
@@ -191,6 +191,13 @@ class Generator:
             float(sum(r.log_probs[-(len(ids) + len(end)) :]))
             for r, ids in zip(results, continuations, strict=True)
         ]
+
+    def _result_ids(self, result: Any) -> list[int]:
+        if not self.is_seq2seq:
+            return list(result.sequences_ids[0])
+        # TranslationResult carries tokens only; map them back through the tokenizer.
+        ids = [self._tokenizer.token_to_id(token) for token in result.hypotheses[0]]
+        return [i for i in ids if i is not None]
 
     def _ids_to_tokens(self, ids: list[int]) -> list[str]:
         tokens = []
