@@ -52,11 +52,11 @@ service imap-login {{
 }}
 passdb {{
   driver = passwd-file
-  args = scheme=PLAIN username_format=%u {d}/users
+  args = scheme=PLAIN username_format=%u {d}/users/%u
 }}
 userdb {{
   driver = passwd-file
-  args = username_format=%u {d}/users
+  args = username_format=%u {d}/users/%u
 }}
 mail_location = maildir:{d}/mail/%u
 first_valid_uid = 1
@@ -134,7 +134,7 @@ class DovecotServer:
             (directory / sub).mkdir(parents=True, exist_ok=True)
         os.chmod(directory, 0o755)
         os.chown(directory / "mail", NOBODY_UID, NOBODY_GID)
-        (directory / "users").write_text("")
+        (directory / "users").mkdir(exist_ok=True)
         self.config_path.write_text(_CONFIG.format(d=directory, port=self.port))
 
     def start(self) -> None:
@@ -167,8 +167,11 @@ class DovecotServer:
         name = f"{prefix}{next(self._users)}"
         password = f"pw-{name}"
         home = self.directory / "mail" / name
-        with (self.directory / "users").open("a") as fh:
-            fh.write(f"{name}:{{PLAIN}}{password}:{NOBODY_UID}:{NOBODY_GID}::{home}\n")
+        # One passwd-file per user: Dovecot opens a new file at first lookup, whereas an
+        # edited shared file is only re-read after its mtime ticks over.
+        (self.directory / "users" / name).write_text(
+            f"{name}:{{PLAIN}}{password}:{NOBODY_UID}:{NOBODY_GID}::{home}\n"
+        )
         return ImapUser(self, name, password)
 
     def doveadm(self, *args: str) -> subprocess.CompletedProcess[str]:
