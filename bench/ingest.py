@@ -72,6 +72,7 @@ def main() -> None:
         sys.exit("dovecot is not installed: apt-get install dovecot-imapd")
 
     tmp = Path(tempfile.mkdtemp(prefix="mailbot-bench-"))
+    tmp.chmod(0o755)  # Dovecot reads its users and mail as "nobody"
     server = DovecotServer(tmp / "dovecot")
     server.start()
     try:
