@@ -1,0 +1,206 @@
+"""Training a head from labelled examples: cross-validated calibration, then a final fit.
+
+Needs scikit-learn (logistic regression); inference does not.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from mailbot.classify.calibration import (
+    choose_mix,
+    expected_calibration_error,
+    fit_temperature,
+)
+from mailbot.classify.head import Head, knn_similarity, log_softmax, oos_scores, softmax
+from mailbot.classify.lexical import LexicalVectorizer, to_csr
+from mailbot.errors import PermanentError
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+
+class TrainingDataError(PermanentError):
+    """Labelled examples are missing, malformed or too few to train on."""
+
+
+@dataclass(frozen=True, slots=True)
+class TrainOptions:
+    """How a head is trained."""
+
+    folds: int = 5
+    seed: int = 0
+    embed_c: float = 10.0  # inverse L2 strength of the embedding head
+    lexical_c: float = 20.0  # inverse L2 strength of the lexical head
+    lexical: bool = True
+    max_iter: int = 1000
+
+
+def _quiet_progress(_message: str) -> None:
+    pass
+
+
+def _logistic(x, y: np.ndarray, c: float, max_iter: int):  # type: ignore[no-untyped-def]
+    try:
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.linear_model import LogisticRegression
+    except ImportError:
+        raise PermanentError(
+            "training needs scikit-learn; install it with `pip install scikit-learn`"
+        ) from None
+    model = LogisticRegression(C=c, max_iter=max_iter)
+    with warnings.catch_warnings():
+        # A few hundred iterations short of full convergence changes nothing measurable.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(x, y)
+    return model
+
+
+def _full_coef(model, n_labels: int, dim: int) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[no-untyped-def]
+    """(labels, dim) weights even when a fold lacks some labels or there are only two."""
+    weights = np.zeros((n_labels, dim), np.float32)
+    # A label absent from this fold must never win: give it a very low bias.
+    bias = np.full(n_labels, -1e4, np.float32)
+    coef, intercept = model.coef_, model.intercept_
+    classes = model.classes_
+    if len(classes) == 2 and coef.shape[0] == 1:
+        # Binary logistic regression keeps one row; spread it symmetrically over the two.
+        coef = np.vstack([-coef[0] / 2, coef[0] / 2])
+        intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
+    weights[classes] = coef
+    bias[classes] = intercept
+    return weights, bias
+
+
+@dataclass
+class _Fitted:
+    embed: tuple[np.ndarray, np.ndarray]
+    lexical: tuple[LexicalVectorizer, np.ndarray, np.ndarray] | None
+
+
+def _fit(
+    texts: Sequence[str],
+    y: np.ndarray,
+    vectors: np.ndarray,
+    n_labels: int,
+    extra: tuple[np.ndarray, np.ndarray] | None,
+    options: TrainOptions,
+) -> _Fitted:
+    x, target = vectors, y
+    if extra is not None:
+        x, target = np.vstack([vectors, extra[0]]), np.concatenate([y, extra[1]])
+    embed = _full_coef(_logistic(x, target, options.embed_c, options.max_iter), n_labels, x.shape[1])
+    lexical = None
+    if options.lexical:
+        vectorizer = LexicalVectorizer.fit(texts)
+        rows = to_csr(vectorizer.transform(texts), vectorizer.size)
+        model = _logistic(rows, y, options.lexical_c, options.max_iter)
+        lexical = (vectorizer, *_full_coef(model, n_labels, vectorizer.size))
+    return _Fitted(embed, lexical)
+
+
+def _fold_logp(
+    fitted: _Fitted, texts: Sequence[str], vectors: np.ndarray
+) -> tuple[np.ndarray, np.ndarray | None]:
+    from mailbot.classify.lexical import sparse_logits
+
+    embed = log_softmax(vectors @ fitted.embed[0].T + fitted.embed[1])
+    if fitted.lexical is None:
+        return embed, None
+    vectorizer, weights, bias = fitted.lexical
+    return embed, log_softmax(sparse_logits(vectorizer.transform(texts), weights, bias))
+
+
+def train_head(
+    name: str,
+    texts: Sequence[str],
+    labels: Sequence[str],
+    vectors: np.ndarray,
+    *,
+    label_vectors: dict[str, np.ndarray] | None = None,
+    options: TrainOptions = TrainOptions(),
+    progress: Progress = _quiet_progress,
+) -> Head:
+    """Train a calibrated head on embedded examples; `label_vectors` adds label-name examples."""
+    started = time.monotonic()
+    counts = Counter(labels)
+    if len(counts) < 2:
+        raise TrainingDataError(f"training a {name} head needs at least two labels, got {len(counts)}")
+    thin = sorted(label for label, count in counts.items() if count < 2)
+    if thin:
+        raise TrainingDataError(
+            f"every label needs at least 2 examples; too few for: {', '.join(thin[:10])}"
+        )
+    label_list = tuple(sorted(counts))
+    index = {label: i for i, label in enumerate(label_list)}
+    y = np.array([index[label] for label in labels])
+    vectors = np.asarray(vectors, np.float32)
+    extra = None
+    if label_vectors:
+        known = [label for label in label_list if label in label_vectors]
+        extra = (
+            np.stack([label_vectors[label] for label in known]).astype(np.float32),
+            np.array([index[label] for label in known]),
+        )
+
+    folds = min(options.folds, min(counts.values()))
+    from sklearn.model_selection import StratifiedKFold
+
+    n = len(texts)
+    embed_oof = np.zeros((n, len(label_list)), np.float32)
+    lexical_oof = np.zeros_like(embed_oof)
+    similarity = np.zeros(n, np.float32)
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=options.seed)
+    for fold, (train_idx, val_idx) in enumerate(splitter.split(np.zeros(n), y), start=1):
+        progress(f"{name}: calibration fold {fold}/{folds} ({len(train_idx)} examples)")
+        fold_texts = [texts[i] for i in train_idx]
+        fitted = _fit(fold_texts, y[train_idx], vectors[train_idx], len(label_list), extra, options)
+        embed_lp, lexical_lp = _fold_logp(fitted, [texts[i] for i in val_idx], vectors[val_idx])
+        embed_oof[val_idx] = embed_lp
+        if lexical_lp is not None:
+            lexical_oof[val_idx] = lexical_lp
+        similarity[val_idx] = knn_similarity(vectors[val_idx], vectors[train_idx])
+
+    mix = choose_mix(embed_oof, lexical_oof, y) if options.lexical else 1.0
+    combined = mix * embed_oof + (1 - mix) * lexical_oof
+    temperature = fit_temperature(combined, y)
+    oof_probs = softmax(combined / temperature)
+    oof_oos = np.sort(oos_scores(oof_probs, similarity))
+
+    progress(f"{name}: final fit on {n} examples")
+    fitted = _fit(texts, y, vectors, len(label_list), extra, options)
+    lexical = fitted.lexical
+    metrics = {
+        "examples": n,
+        "labels": len(label_list),
+        "folds": folds,
+        "cv_accuracy": round(float((oof_probs.argmax(axis=1) == y).mean()), 4),
+        "cv_ece": round(expected_calibration_error(oof_probs, y), 4),
+        "cv_ece_uncalibrated": round(expected_calibration_error(softmax(combined), y), 4),
+        "mix": mix,
+        "temperature": round(temperature, 4),
+        "train_seconds": round(time.monotonic() - started, 1),
+    }
+    log.info("trained %s head: %s", name, metrics)
+    return Head(
+        name=name,
+        labels=label_list,
+        embed_weights=fitted.embed[0],
+        embed_bias=fitted.embed[1],
+        lexical=lexical[0] if lexical else None,
+        lexical_weights=lexical[1] if lexical else None,
+        lexical_bias=lexical[2] if lexical else None,
+        mix=mix,
+        temperature=temperature,
+        reference=vectors,
+        oos_calibration=oof_oos.astype(np.float32),
+        metrics=metrics,
+    )
