@@ -15,7 +15,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.errors import HeaderParseError, MessageError
+from email.errors import HeaderParseError
 from email.header import decode_header
 from email.headerregistry import HeaderRegistry
 from email.message import Message
@@ -71,6 +71,7 @@ _HEADER_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _MSG_ID = re.compile(r"<([^<>\s]+)>")
 _QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
 _ADDR_SPEC = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+$")
+_ASCII = bytes(range(128))
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 _BLANK_RUNS = re.compile(r"\n[ \t]*\n(?:[ \t]*\n)+")
 
@@ -134,7 +135,8 @@ def _header_section_end(raw: bytes) -> int:
 
 
 def _parse(raw: bytes) -> InboundMessage:
-    msg = _PARSER.parsebytes(raw)
+    # Leading blank lines or a byte-order mark would make the parser read no headers at all.
+    msg = _PARSER.parsebytes(raw.lstrip(b"\r\n").removeprefix(b"\xef\xbb\xbf").lstrip(b"\r\n"))
     headers: dict[str, str] = {}  # first value of each header; Message.get scans them all
     for name, value in msg.items():
         headers.setdefault(name.lower(), value)
@@ -370,16 +372,15 @@ def _walk(part: Message, depth: int, body: _Body, *, body_wanted: bool) -> None:
     if depth:
         body.defects.extend(_defect_name(d) for d in part.defects)
     content_type = part.get_content_type()
-    payload = part.get_payload()
     if content_type.startswith("multipart/"):
-        if not isinstance(payload, list):  # no usable boundary: the body is one raw text
+        if not part.is_multipart():  # no usable boundary: the body is one raw text
             if body_wanted:
                 body.plain.append(part)
             return
         if depth >= MAX_MIME_DEPTH:
             body.defects.append("mime-too-deep")
             return
-        children = [p for p in payload if isinstance(p, Message)]
+        children = [p for p in part.get_payload() if isinstance(p, Message)]
         chosen = _pick_alternative(children) if content_type == "multipart/alternative" else None
         for child in children:
             wanted = body_wanted and (chosen is None or child is chosen)
@@ -425,13 +426,14 @@ def _filename(part: Message, defects: list[str]) -> str | None:
 
 def _part_bytes(part: Message) -> bytes:
     """The decoded content of a leaf part (an attached message: its bytes as written)."""
-    payload = part.get_payload()
-    if isinstance(payload, list):  # message/rfc822, message/delivery-status
+    # get_payload() without decode=True would decode 8-bit text by its charset parameter,
+    # which raises on a garbled one; is_multipart() only asks whether parts are inside.
+    if part.is_multipart():  # message/rfc822, message/delivery-status
         chunks = []
-        for sub in payload:
+        for sub in part.get_payload():
             try:
                 chunks.append(sub.as_bytes() if isinstance(sub, Message) else b"")
-            except (MessageError, LookupError, UnicodeError, ValueError, TypeError):
+            except Exception:  # re-serialising a broken attached message; size it as empty
                 chunks.append(b"")
         return b"\n".join(chunks)
     data = part.get_payload(decode=True)
@@ -450,21 +452,34 @@ def decode_bytes(data: bytes, charset: str | None) -> tuple[str, str | None]:
         return data.decode("ascii"), None
     codec = _codec(charset) if charset else None
     problem = "unknown-charset" if charset and codec is None else None
+    if codec == "cp1252":
+        # Declared ASCII or Latin-1 is often really UTF-8, and cp1252 would decode that into
+        # mojibake without complaint; text that is valid UTF-8 almost never is anything else.
+        try:
+            return data.decode("utf-8"), None
+        except UnicodeDecodeError:
+            pass
     if codec:
         try:
             return data.decode(codec), None
         except (UnicodeError, LookupError, ValueError):
             problem = "charset-mismatch"
-    if codec != "utf-8":
+    if codec not in ("utf-8", "cp1252"):
         try:
             return data.decode("utf-8"), problem
         except UnicodeDecodeError:
             pass
     if codec and codec != "cp1252":  # a real charset with a few bad bytes: keep it
         try:
-            return data.decode(codec, "replace"), problem
+            text = data.decode(codec, "replace")
         except (UnicodeError, LookupError, ValueError):
-            pass
+            text = None
+        # "UTF-8" over cp1252 text is a common mislabel: then nearly every non-ASCII byte
+        # is invalid, whereas real UTF-8 with a stray byte has a few.
+        if text is not None and not (
+            codec == "utf-8" and 2 * text.count("\ufffd") > len(data.translate(None, _ASCII))
+        ):
+            return text, problem
     try:
         return data.decode("cp1252"), problem
     except UnicodeDecodeError:

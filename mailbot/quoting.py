@@ -23,6 +23,7 @@ from mailparser_reply.constants import MAIL_LANGUAGES
 LANGUAGES = ("en", "de", "fr", "es", "it", "nl", "sv", "da")
 
 _MAX_HEADER_LINE = 400  # a reply header is never longer; longer lines are prose
+_MAX_SIGNATURE_LINES = 8  # after a sign-off; more than that is still the message
 
 # Verbs of "<date>, <person> wrote:" in the languages above plus Portuguese and Polish.
 _WROTE = re.compile(
@@ -175,7 +176,7 @@ def _signature_start(stripped: list[str], kept: list[int]) -> int:
             if (
                 match
                 and _only_signoff(line[match.end() :])
-                and _looks_like_signature([stripped[j] for j in kept[pos + 1 :]])
+                and _looks_like_signature(stripped, kept[pos + 1 :])
             ):
                 return pos
         if line:
@@ -183,14 +184,19 @@ def _signature_start(stripped: list[str], kept: list[int]) -> int:
     return len(kept)
 
 
-def _looks_like_signature(rest: list[str]) -> bool:
-    """A few short lines (name, role, phone), not more of the message."""
-    lines = [line for line in rest if line]
-    return len(lines) <= 8 and all(len(line) <= 100 for line in lines)
+def _looks_like_signature(stripped: list[str], rest: list[int]) -> bool:
+    """A few short lines (name, role, phone) follow, not more of the message."""
+    lines = 0
+    for i in rest:
+        if stripped[i]:
+            lines += 1
+            if lines > _MAX_SIGNATURE_LINES or len(stripped[i]) > 100:
+                return False
+    return True
 
 
 def _only_signoff(rest: str) -> bool:
-    rest = rest.strip(" ,!.-")
+    rest = rest.strip().lstrip(",!.-").strip()
     return len(rest) <= 30 and not _SENTENCE_END.search(rest) and len(rest.split()) <= 4
 
 
