@@ -152,6 +152,102 @@ class ClassifierSettings(_Section):
     languages: list[Annotated[str, Field(pattern=r"^[a-z]{2,3}$")]] = []
 
 
+class LLMSettings(_Section):
+    """The cloud LLM for escalated mail: any OpenAI-compatible Chat Completions endpoint."""
+
+    # Empty = no cloud LLM: escalated mail goes to a human with the reason.
+    base_url: str = ""
+    model: str = ""
+    # Where the API key lives (at most one); none = send no key (local vLLM, Ollama).
+    api_key_env: str | None = None
+    api_key_file: str | None = None
+    connect_timeout: Annotated[float, Field(gt=0, le=600)] = 5.0
+    read_timeout: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    # Attempts per call (1 = no retry); waits are capped exponential backoff with jitter.
+    attempts: Annotated[int, Field(ge=1, le=20)] = 3
+    retry_base_seconds: Annotated[float, Field(gt=0, le=3600)] = 1.0
+    retry_max_seconds: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    # A Retry-After longer than this ends the call at once (the endpoint counts as unavailable).
+    max_retry_after_seconds: Annotated[float, Field(ge=0, le=86400)] = 60.0
+    # The circuit breaker: after this many failed requests in a row, stop calling for a while.
+    breaker_failures: Annotated[int, Field(ge=1, le=1000)] = 5
+    breaker_cooldown_seconds: Annotated[float, Field(gt=0, le=86400)] = 60.0
+    # "json_schema" (strict structured output) or "json_object" for servers without schemas.
+    structured_output: Literal["json_schema", "json_object"] = "json_schema"
+    temperature: Annotated[float, Field(ge=0, le=2)] = 0.0
+    max_output_tokens: Annotated[int, Field(ge=16, le=65536)] = 1024
+    # Prompt templates; empty = the ones shipped in templates/prompts.
+    prompts_dir: str = ""
+
+    @model_validator(mode="after")
+    def _check(self) -> LLMSettings:
+        if self.api_key_env and self.api_key_file:
+            raise ValueError("set at most one of api_key_env or api_key_file")
+        if self.base_url and not self.model:
+            raise ValueError("model is required when base_url is set")
+        if self.base_url and not self.base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url {self.base_url!r} must start with http:// or https://")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        """Whether a cloud LLM is configured."""
+        return bool(self.base_url)
+
+    def resolve_api_key(self) -> str | None:
+        """Read the API key from where the config says it lives (None: no key configured)."""
+        if self.api_key_env is not None:
+            value = os.environ.get(self.api_key_env)
+            if not value:
+                raise ConfigError(
+                    f"llm.api_key_env: environment variable {self.api_key_env!r} is not set; "
+                    "export it or use api_key_file"
+                )
+            return value
+        if self.api_key_file is not None:
+            path = _expand_credentials(self.api_key_file)
+            try:
+                return path.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"llm.api_key_file: cannot read {str(path)!r} ({exc.strerror}); "
+                    "check the path and that the mailbot user may read it"
+                ) from None
+        return None
+
+
+class CostSettings(_Section):
+    """Prices for cost accounting and the cloud LLM budget."""
+
+    currency: Annotated[str, Field(min_length=1, max_length=8)] = "USD"
+    # The cloud model's price per million input (prompt) and output (completion) tokens.
+    llm_input_per_million: Annotated[float, Field(ge=0)] = 2.50
+    llm_output_per_million: Annotated[float, Field(ge=0)] = 10.00
+    # What one CPU-hour of the small model costs (machine price / cores).
+    cpu_hour: Annotated[float, Field(ge=0)] = 0.05
+    # For estimating tokens from text when none were counted.
+    chars_per_token: Annotated[float, Field(gt=0, le=100)] = 4.0
+    # The all-cloud estimate: instructions per call and a typical answer, in tokens.
+    prompt_overhead_tokens: Annotated[int, Field(ge=0)] = 400
+    typical_output_tokens: Annotated[int, Field(ge=0)] = 300
+    # Cloud LLM spending limits; 0 = no limit. Days and months are counted in `timezone`.
+    daily_budget: Annotated[float, Field(ge=0)] = 0.0
+    monthly_budget: Annotated[float, Field(ge=0)] = 0.0
+    timezone: Annotated[str, Field(min_length=1)] = "UTC"
+
+    @model_validator(mode="after")
+    def _check(self) -> CostSettings:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"timezone {self.timezone!r} is not a known IANA zone (e.g. 'Europe/Berlin')"
+            ) from None
+        return self
+
+
 class Config(_Section):
     """The whole validated configuration."""
 
@@ -160,6 +256,8 @@ class Config(_Section):
     models: ModelSettings = ModelSettings()
     worker: WorkerSettings = WorkerSettings()
     classifier: ClassifierSettings = ClassifierSettings()
+    llm: LLMSettings = LLMSettings()
+    cost: CostSettings = CostSettings()
     accounts: list[AccountSettings] = []
     # Where the file was read from; relative paths in it are taken from its folder.
     source: str | None = None
