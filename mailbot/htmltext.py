@@ -89,12 +89,14 @@ def drop_invisible(tree: HtmlElement) -> None:
 
 def _styled_hidden(tree: HtmlElement) -> list[HtmlElement]:
     found = []
+    backgrounds: dict[HtmlElement, tuple[float, ...]] = {}
     for element in tree.xpath("//*[@style] | //font[@color]")[:_MAX_STYLED]:
         declarations = parse_style(element.get("style", ""))
         if element.tag == "font" and element.get("color"):
             declarations.setdefault("color", element.get("color", "").lower())
         if declarations and (
-            _hides(declarations) or _same_colour_as_background(element, declarations)
+            _hides(declarations)
+            or _same_colour_as_background(element, declarations, backgrounds)
         ):
             found.append(element)
     return found
@@ -175,32 +177,53 @@ def _rgba(value: str) -> tuple[float, ...] | None:
     return None
 
 
-def _background(element: HtmlElement) -> tuple[float, ...]:
-    """The nearest declared background colour of an element or its ancestors (white if none)."""
-    node: HtmlElement | None = element
-    while node is not None:
-        declarations = parse_style(node.get("style", "")) if node.get("style") else {}
+def _declared_background(node: HtmlElement) -> tuple[float, ...] | None:
+    """The background colour an element itself declares, if any."""
+    style = node.get("style")
+    if style and "background" in style.lower():
+        declarations = parse_style(style)
         for key in ("background-color", "background"):
-            value = declarations.get(key)
-            if value:
-                for token in _BG_COLOR_TOKEN.findall(value):
-                    colour = _rgba(token)
-                    if colour is not None and not (len(colour) == 4 and colour[3] < 0.5):
-                        return colour[:3]
-        bgcolor = node.get("bgcolor")
-        if bgcolor:
-            colour = _rgba(bgcolor.lower())
-            if colour is not None:
-                return colour[:3]
+            for token in _BG_COLOR_TOKEN.findall(declarations.get(key, "")):
+                colour = _rgba(token)
+                if colour is not None and not (len(colour) == 4 and colour[3] < 0.5):
+                    return colour[:3]
+    bgcolor = node.get("bgcolor")
+    colour = _rgba(bgcolor.lower()) if bgcolor else None
+    return colour[:3] if colour is not None else None
+
+
+def _background(
+    element: HtmlElement, known: dict[HtmlElement, tuple[float, ...]]
+) -> tuple[float, ...]:
+    """The background an element is drawn on: its own or the nearest ancestor's, else white.
+
+    `known` memoises the answer per element, since styled elements share their ancestors.
+    """
+    path: list[HtmlElement] = []
+    node: HtmlElement | None = element
+    colour: tuple[float, ...] | None = None
+    while node is not None:
+        if node in known:
+            colour = known[node]
+            break
+        path.append(node)
+        colour = _declared_background(node)
+        if colour is not None:
+            break
         node = node.getparent()
-    return _WHITE
+    colour = colour if colour is not None else _WHITE
+    for walked in path:
+        known[walked] = colour
+    return colour
 
 
-def _same_colour_as_background(element: HtmlElement, d: dict[str, str]) -> bool:
+def _same_colour_as_background(
+    element: HtmlElement, d: dict[str, str], known: dict[HtmlElement, tuple[float, ...]]
+) -> bool:
     colour = _rgba(d.get("color", ""))
     if colour is None:
         return False
-    background = _background(element)
+    background = _background(element, known)
     return sum(abs(a - b) for a, b in zip(colour[:3], background, strict=True)) <= 30
 
 
