@@ -95,8 +95,7 @@ def _styled_hidden(tree: HtmlElement) -> list[HtmlElement]:
         if element.tag == "font" and element.get("color"):
             declarations.setdefault("color", element.get("color", "").lower())
         if declarations and (
-            _hides(declarations)
-            or _same_colour_as_background(element, declarations, backgrounds)
+            _hides(declarations) or _same_colour_as_background(element, declarations, backgrounds)
         ):
             found.append(element)
     return found
