@@ -4,7 +4,7 @@ Prints messages per second for mailbot's full first sync (fetch, parse, commit t
 ledger) beside a baseline measured in the same run: a bare imapclient FETCH of the same
 messages with nothing done to them. Also prints the peak RSS of this process.
 
-    .venv/bin/python bench/ingest.py [--messages 2000] [--database URL]
+    .venv/bin/python bench/ingest.py [--messages 2000] [--postgres [ADMIN_URL]]
 
 Target: at least 300 messages/s for the full sync on a 2-core machine.
 """
@@ -63,10 +63,32 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+SCRATCH_DB = "mailbot_bench_ingest"
+
+
+def _scratch_postgres(admin_url: str) -> str:
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {SCRATCH_DB} WITH (FORCE)")
+        conn.execute(f"CREATE DATABASE {SCRATCH_DB}")
+    return admin_url.rsplit("/", 1)[0] + "/" + SCRATCH_DB
+
+
+def _drop_scratch_postgres(admin_url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {SCRATCH_DB} WITH (FORCE)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=2000)
-    parser.add_argument("--database", default="", help="SQLAlchemy URL (default: temp SQLite)")
+    parser.add_argument("--postgres", metavar="ADMIN_URL", nargs="?",
+                        const="postgresql://postgres@127.0.0.1:5432/postgres",
+                        help="use a scratch database on this PostgreSQL server "
+                             "(default: a temporary SQLite file)")
     args = parser.parse_args()
     if not dovecot_available():
         sys.exit("dovecot is not installed: apt-get install dovecot-imapd")
@@ -94,7 +116,7 @@ def main() -> None:
                 client.fetch(uids[i:i + 100], ["BODY.PEEK[]"])
         baseline_s = time.perf_counter() - started
 
-        url = args.database or f"sqlite:///{tmp / 'bench.db'}"
+        url = _scratch_postgres(args.postgres) if args.postgres else f"sqlite:///{tmp / 'bench.db'}"
         database = Database(url)
         database.upgrade()
         config = config_from_dict({"accounts": [user.account_settings()]})
@@ -115,6 +137,8 @@ def main() -> None:
         print(f"target    >= 300 messages/s: {'met' if rate >= 300 else 'NOT met'}")
         database.dispose()
     finally:
+        if args.postgres:
+            _drop_scratch_postgres(args.postgres)
         server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
