@@ -86,7 +86,7 @@ _CHARSET_ALIASES = {
 }  # fmt: skip
 # Codecs a sender can name that are not character sets: never decode mail with them.
 _REFUSED_CODECS = frozenset(
-    {"undefined", "unicode_escape", "raw_unicode_escape", "idna", "punycode", "uu_codec"}
+    {"undefined", "unicode-escape", "raw-unicode-escape", "idna", "punycode"}
 )
 
 
@@ -204,7 +204,7 @@ def _unsurrogate(value: str) -> str:
         return value
     except UnicodeEncodeError:
         data = value.encode("utf-8", "surrogateescape")
-        return decode_bytes(data, None)[0]
+        return _decode_bytes(data, None)[0]
 
 
 def _raw_header(headers: dict[str, str], name: str) -> str | None:
@@ -240,7 +240,7 @@ def _decode_words(value: str, name: str, defects: list[str]) -> str:
             # decode_header hands back the plain runs encoded as raw-unicode-escape
             out.append(chunk.decode("raw-unicode-escape", "replace"))
         else:
-            text, problem = decode_bytes(chunk, charset)
+            text, problem = _decode_bytes(chunk, charset)
             if problem:
                 defects.append(f"{problem}-in-{name}")
             out.append(text)
@@ -443,7 +443,7 @@ def _part_bytes(part: Message) -> bytes:
 # --- body text -----------------------------------------------------------------------------
 
 
-def decode_bytes(data: bytes, charset: str | None) -> tuple[str, str | None]:
+def _decode_bytes(data: bytes, charset: str | None) -> tuple[str, str | None]:
     """Decode text in the declared charset, falling back to UTF-8, then cp1252/latin-1.
 
     Returns the text and a short defect name when a fallback was needed, else None.
@@ -506,7 +506,7 @@ def _part_text(part: Message, defects: list[str]) -> str:
         charset = part.get_content_charset()
     except Exception:  # a charset parameter the stdlib chokes on (RFC 2231 junk)
         charset = None
-    text, problem = decode_bytes(data, charset)
+    text, problem = _decode_bytes(data, charset)
     if problem:
         defects.append(problem)
     return text

@@ -65,7 +65,7 @@ def split_reply(text: str) -> tuple[str, str, str]:
     """Return (new_text, quoted, signature) for a plain-text body."""
     lines = text.split("\n")
     stripped = [line.strip() for line in lines]
-    boundary = _quote_header(stripped)
+    boundary = _quote_header(lines, stripped)
     head = range(boundary if boundary is not None else len(lines))
 
     quoted_idx = {i for i in head if stripped[i].startswith(">")}
@@ -88,7 +88,7 @@ def _join(lines: list[str]) -> str:
     return "\n".join(lines).strip("\n")
 
 
-def _quote_header(stripped: list[str]) -> int | None:
+def _quote_header(lines: list[str], stripped: list[str]) -> int | None:
     """Index of the first line of the first reply header or separator, else None."""
     normalized = "\n".join(stripped)
     offsets = _line_offsets(stripped)
@@ -101,7 +101,9 @@ def _quote_header(stripped: list[str]) -> int | None:
         if line.endswith((":", "：")):
             opener = _wrapped_opener(stripped, i)
             start = opener if opener is not None else i
-            if _WROTE.search(line) and (opener is not None or not _is_prose(line)):
+            if _WROTE.search(line) and (
+                opener is not None or _looks_like_attribution(lines, stripped, i)
+            ):
                 return start
             if header_regex.match(normalized, offsets[start], offsets[i] + len(line)):
                 return start
@@ -112,9 +114,18 @@ def _quote_header(stripped: list[str]) -> int | None:
     return None
 
 
-def _is_prose(line: str) -> bool:
-    """A line ending in "wrote:" that is a sentence, e.g. "Here is what your agent wrote:"."""
-    return not _WROTE_OPENER.match(line) and "@" not in line and len(line.split()) > 8
+def _looks_like_attribution(lines: list[str], stripped: list[str], i: int) -> bool:
+    """Whether "... wrote:" on line i introduces a quote rather than ends a sentence.
+
+    "Jane <jane@example.org> wrote:" does; "This is what you wrote:" does only when a
+    quoted (">") or indented block follows, as clients put under their attribution line.
+    """
+    if _WROTE_OPENER.match(stripped[i]) or "@" in stripped[i]:
+        return True
+    for j in range(i + 1, min(i + 3, len(lines))):
+        if stripped[j]:
+            return stripped[j].startswith(">") or lines[j][:1] in (" ", "\t")
+    return False
 
 
 def _wrapped_opener(stripped: list[str], i: int) -> int | None:

@@ -266,6 +266,7 @@ def test_no_text_part_at_all_gives_body_source_none() -> None:
         ("utf-8", "Grüße".encode("latin-1"), "Grüße"),  # mislabelled: falls back
         ("x-unknown-charset", "Grüße".encode(), "Grüße"),
         ("us-ascii", "naïve".encode(), "naïve"),
+        ("unicode-escape", b"caf\xc3\xa9 \\u0041", "café \\u0041"),  # not a charset
     ],
 )
 def test_body_charsets_decode_with_fallbacks(charset: str, data: bytes, expected: str) -> None:
@@ -488,13 +489,12 @@ def test_sentences_that_start_like_sign_offs_are_not_signatures() -> None:
 
 
 def test_prose_mentioning_wrote_is_not_a_quote_header() -> None:
-    body = (
-        "Hello,\n\nLast week your colleague on the phone told me something different than what "
-        "the confirmation email wrote:\nthat delivery is free. Please check.\n"
-    )
+    body = "Hello,\n\nYour confirmation email wrote:\nthat delivery is free. Please check.\n"
     message = parse_message(mail(body))
     assert "that delivery is free." in message.new_text
     assert message.quoted == ""
+    attribution = "Please check.\n\nSam wrote:\n> Delivery is free.\n"
+    assert parse_message(mail(attribution)).quoted == "Sam wrote:\n> Delivery is free."
 
 
 # --- refusing non-mail, and staying bounded on hostile input -----------------------------
