@@ -125,7 +125,8 @@ def parse_message(raw: bytes) -> InboundMessage:
         raise ParseError("message too large to parse in memory") from None
     except Exception as exc:  # bounded input, unknown bug: report it as this message's fault
         log.warning("unexpected %s while parsing a message", type(exc).__name__, exc_info=True)
-        raise ParseError(f"cannot parse message: {type(exc).__name__}: {exc}"[:200]) from exc
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:160]
+        raise ParseError(f"cannot parse message: {reason}") from exc
 
 
 def _header_section_end(raw: bytes) -> int:
