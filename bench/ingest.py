@@ -119,7 +119,9 @@ def main() -> None:
         url = _scratch_postgres(args.postgres) if args.postgres else f"sqlite:///{tmp / 'bench.db'}"
         database = Database(url)
         database.upgrade()
-        config = config_from_dict({"accounts": [user.account_settings()]})
+        # The ingest target covers fetch, parse and commit; classification has its own bench.
+        config = config_from_dict({"accounts": [user.account_settings()],
+                                   "classifier": {"enabled": False}})
         worker = Worker(config, db=database)
         started = time.perf_counter()
         [report] = worker.poll_all()

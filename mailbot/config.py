@@ -135,6 +135,8 @@ class WorkerSettings(_Section):
 class ClassifierSettings(_Section):
     """Intent, priority and sentiment classification (see docs/classifier.md)."""
 
+    # Run the classify stage (it needs the encoder: `mailbot model prepare`).
+    enabled: bool = True
     # Share of in-scope mail allowed to be flagged out of scope; the threshold that gives
     # this rate is read from the intent head's held-out calibration data.
     oos_false_rejection: Annotated[float, Field(gt=0, lt=1)] = 0.05
@@ -248,6 +250,72 @@ class CostSettings(_Section):
         return self
 
 
+FieldType = Literal[
+    "string", "integer", "money", "date", "email", "phone", "url", "enum", "pattern",
+    "iban", "card", "person", "address",
+]  # fmt: skip
+
+
+class FieldSpec(_Section):
+    """One field of the extraction schema (the default: mailbot/data/fields/ecommerce.toml)."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+    type: FieldType
+    # Regex of the value itself (pattern, string and integer fields), found after a cue word.
+    pattern: str = ""
+    # A stricter regex accepted anywhere, without a cue word (e.g. the shop's "A\d{5}").
+    anywhere: str = ""
+    # Words that introduce the value ("order", "Bestellung"); matched case-insensitively.
+    cues: list[Annotated[str, Field(min_length=1)]] = []
+    # Check digit the value must pass; a value that fails is rejected, never passed on.
+    check: Literal["none", "luhn", "mod11", "mod97"] = "none"
+    # Allowed values (enum fields; other fields: when set, the value must be one of them).
+    values: list[Annotated[str, Field(min_length=1)]] = []
+    # Intents for which a message must carry this field (listed as missing otherwise).
+    required_for: list[Annotated[str, Field(min_length=1)]] = []
+
+    @model_validator(mode="after")
+    def _check(self) -> FieldSpec:
+        import re
+
+        for key in ("pattern", "anywhere"):
+            try:
+                re.compile(getattr(self, key))
+            except re.error as exc:
+                raise ValueError(f"{key} is not a valid regular expression: {exc}") from None
+        if self.type == "enum" and not self.values:
+            raise ValueError("an enum field needs values = [...]")
+        if self.type == "pattern" and not (self.pattern or self.anywhere):
+            raise ValueError("a pattern field needs pattern or anywhere")
+        return self
+
+
+class FieldSettings(_Section):
+    """Field extraction (order numbers, amounts, dates, ...) and pseudonymisation."""
+
+    # Start from the built-in e-commerce schema; fields in `custom` add to or replace it.
+    use_default_schema: bool = True
+    custom: list[FieldSpec] = []
+    # Intent -> fields it requires; replaces the schema's required_for for that intent.
+    required: dict[str, list[str]] = {}
+    # Languages for month names and relative dates ("7. März", "yesterday", "hier").
+    languages: list[Annotated[str, Field(pattern=r"^[a-z]{2,3}$")]] = [
+        "en", "de", "fr", "es", "it", "nl", "pt",
+    ]  # fmt: skip
+    # How to read an all-numeric date such as 03/07/2026 when either part could be the day.
+    date_order: Literal["DMY", "MDY"] = "DMY"
+    # Regions tried, in order, for phone numbers written without a +country code.
+    phone_regions: list[Annotated[str, Field(pattern=r"^[A-Z]{2}$")]] = [
+        "US", "GB", "DE", "FR", "ES", "IT", "NL", "AT", "CH",
+    ]  # fmt: skip
+    # Values found with less confidence than this are dropped.
+    min_confidence: Annotated[float, Field(ge=0, le=1)] = 0.5
+    # What the pseudonymiser replaces before a cloud call (card numbers are always masked).
+    redact: list[
+        Literal["PERSON", "EMAIL", "PHONE", "IBAN", "CARD", "ADDRESS", "ORDER", "URL", "ACCOUNT"]
+    ] = ["PERSON", "EMAIL", "PHONE", "IBAN", "CARD", "ADDRESS", "ORDER", "ACCOUNT"]
+
+
 class Config(_Section):
     """The whole validated configuration."""
 
@@ -256,6 +324,7 @@ class Config(_Section):
     models: ModelSettings = ModelSettings()
     worker: WorkerSettings = WorkerSettings()
     classifier: ClassifierSettings = ClassifierSettings()
+    fields: FieldSettings = FieldSettings()
     llm: LLMSettings = LLMSettings()
     cost: CostSettings = CostSettings()
     accounts: list[AccountSettings] = []

@@ -19,17 +19,13 @@ from mailbot.config import AccountSettings, Config
 from mailbot.db.session import Database
 from mailbot.errors import MailbotError
 from mailbot.ledger import record_poll_failure, worker_identity
-from mailbot.pipeline import Pipeline, Stage, ParseStage
+from mailbot.pipeline import Pipeline
+from mailbot.stages import build_stages
 from mailbot.sources.imap import MailboxSync, PollReport, connect
 
 log = logging.getLogger(__name__)
 
 IDLE_RENEW_SECONDS = 25 * 60  # RFC 2177: re-issue IDLE at least every 29 minutes
-
-
-def build_stages(config: Config) -> list[Stage]:
-    """The pipeline's stages in order, as the configuration asks for them."""
-    return [ParseStage()]
 
 
 class Worker:
@@ -39,7 +35,7 @@ class Worker:
         self.config = config
         self.db = db or Database(config.database_url, echo=config.database.echo)
         self.db.ensure_schema()
-        self.pipeline = Pipeline(self.db, build_stages(config))
+        self.pipeline = Pipeline(self.db, build_stages(config, self.db))
         self.stop = threading.Event()
         self.owner = worker_identity()
         self.syncs: list[MailboxSync] = [

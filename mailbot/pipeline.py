@@ -22,7 +22,7 @@ from sqlalchemy import select
 from mailbot.db.base import utcnow
 from mailbot.db.models import Message, MessageStatus, RawMessage
 from mailbot.db.session import Database
-from mailbot.errors import ParseError, TransientError
+from mailbot.errors import TransientError
 from mailbot.ledger import pending_messages, record_event
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,12 @@ class Stage(Protocol):
     def run(self, item: WorkItem) -> StageResult: ...
 
 
+class BatchStage(Stage, Protocol):
+    """A stage that is faster over several messages at once (one model batch)."""
+
+    def run_many(self, items: Sequence[WorkItem]) -> list[StageResult]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class ProcessedMessage:
     """The outcome of one message's pass through the pipeline."""
@@ -72,77 +78,70 @@ class ProcessedMessage:
     results: Mapping[str, Any]
 
 
-class ParseStage:
-    """Raw bytes to `InboundMessage`; auto-replies and unparsable mail stop here."""
-
-    name = "parse"
-
-    def run(self, item: WorkItem) -> StageResult:
-        from mailbot.parse import parse_message
-
-        try:
-            message = parse_message(item.raw)
-        except ParseError as exc:
-            return StageResult(
-                "error", status=MessageStatus.FAILED, reason=f"parse error: {exc}", stop=True,
-                details={"error": str(exc)},
-            )
-        sender = message.from_addr.email if message.from_addr else None
-        updates = {"subject": message.subject, "sender": sender}
-        if message.message_id:
-            updates["message_id"] = message.message_id
-        details: dict[str, Any] = {
-            "message_id": message.message_id,
-            "body_source": message.body_source,
-            "attachments": len(message.attachments),
-            "defects": list(message.defects),
-        }
-        if message.auto_reply:
-            return StageResult(
-                "skipped", value=message, status=MessageStatus.SKIPPED,
-                reason=f"no automatic reply: {message.auto_reply}", stop=True,
-                details={**details, "auto_reply": message.auto_reply}, message_updates=updates,
-            )
-        return StageResult(
-            "ok", value=message, status=MessageStatus.PARSED, details=details,
-            message_updates=updates,
-        )
-
-
 class Pipeline:
     """Runs the configured stages over messages waiting in the ledger."""
 
     def __init__(
-        self, db: Database, stages: Sequence[Stage] | None = None, *, group_size: int = 20
+        self, db: Database, stages: Sequence[Stage], *, group_size: int = 20
     ) -> None:
         self.db = db
-        self.stages: list[Stage] = list(stages) if stages is not None else [ParseStage()]
+        self.stages: list[Stage] = list(stages)
         # Messages committed together: fewer commits (fsyncs) on PostgreSQL, and a crash
         # costs at most this many messages' work, which is simply redone.
         self.group_size = group_size
 
     def run_stages(self, item: WorkItem) -> list[tuple[Stage, StageResult, float]]:
         """Run the stages over one item in memory; nothing is written."""
-        done: list[tuple[Stage, StageResult, float]] = []
+        return self.run_group([item])[0]
+
+    def run_group(
+        self, items: Sequence[WorkItem]
+    ) -> list[list[tuple[Stage, StageResult, float]]]:
+        """Run the stages over several items in memory, batching where a stage can."""
+        steps: list[list[tuple[Stage, StageResult, float]]] = [[] for _ in items]
+        active = list(range(len(items)))
         for stage in self.stages:
+            if not active:
+                break
+            timed = self._run_stage(stage, [items[i] for i in active])
+            still_active = []
+            for index, (result, elapsed_ms) in zip(active, timed, strict=True):
+                steps[index].append((stage, result, elapsed_ms))
+                items[index].results[stage.name] = result.value
+                if not result.stop:
+                    still_active.append(index)
+            active = still_active
+        return steps
+
+    def _run_stage(self, stage: Stage, items: list[WorkItem]) -> list[tuple[StageResult, float]]:
+        run_many = getattr(stage, "run_many", None)
+        if run_many is not None and len(items) > 1:
             started = time.perf_counter()
             try:
-                result = stage.run(item)
+                results = run_many(items)
             except TransientError:
                 raise
-            except Exception as exc:  # a bug or bad data in one stage fails only this message
-                log.exception("stage %s failed on message %s", stage.name, item.message_pk)
-                result = StageResult(
-                    "error", status=MessageStatus.FAILED, stop=True,
-                    reason=f"{stage.name} failed: {type(exc).__name__}: {exc}",
-                    details={"traceback": traceback.format_exc(limit=20)},
-                )
-            elapsed_ms = (time.perf_counter() - started) * 1000.0
-            done.append((stage, result, elapsed_ms))
-            item.results[stage.name] = result.value
-            if result.stop:
-                break
-        return done
+            except Exception:  # noqa: BLE001 - find the message at fault one by one
+                log.warning("batch of %s failed; retrying its messages one by one", stage.name)
+            else:
+                share = (time.perf_counter() - started) * 1000.0 / len(items)
+                return [(result, share) for result in results]
+        return [self._run_one(stage, item) for item in items]
+
+    def _run_one(self, stage: Stage, item: WorkItem) -> tuple[StageResult, float]:
+        started = time.perf_counter()
+        try:
+            result = stage.run(item)
+        except TransientError:
+            raise
+        except Exception as exc:  # a bug or bad data in one stage fails only this message
+            log.exception("stage %s failed on message %s", stage.name, item.message_pk)
+            result = StageResult(
+                "error", status=MessageStatus.FAILED, stop=True,
+                reason=f"{stage.name} failed: {type(exc).__name__}: {exc}",
+                details={"traceback": traceback.format_exc(limit=20)},
+            )
+        return result, (time.perf_counter() - started) * 1000.0
 
     def process(self, message_pk: int) -> ProcessedMessage:
         """Process one message and commit its events and status in one transaction."""
@@ -155,8 +154,8 @@ class Pipeline:
         """Process a few messages and commit them together (one commit, not one each).
 
         Each message's events and status are written together, so a crash leaves every
-        message either wholly processed or untouched. With `stop` set, the group ends after
-        the message in hand and what is done is committed.
+        message either wholly processed or untouched. Stages that can run over several
+        messages at once (`run_many`) get the whole group in one batch.
         """
         done: list[ProcessedMessage] = []
         with self.db.session() as session:
@@ -164,25 +163,26 @@ class Pipeline:
                 select(RawMessage.message_pk, RawMessage.raw)
                 .where(RawMessage.message_pk.in_(list(message_pks)))
             ).all())
-            for pk in message_pks:
-                if done and stop is not None and stop.is_set():
-                    break
-                message = session.get(Message, pk)
+            messages = {pk: session.get(Message, pk) for pk in message_pks}
+            items = []
+            for pk, message in messages.items():
                 if message is None:
                     raise LookupError(f"no message with id {pk}")
-                raw = raws.get(pk)
-                if raw is None:
-                    message.status = MessageStatus.FAILED
-                    message.status_reason = "raw message missing from the ledger"
-                    record_event(session, "pipeline", "error", message_pk=pk,
-                                 mailbox_id=message.mailbox_id,
-                                 details={"error": message.status_reason})
-                    done.append(ProcessedMessage(pk, message.status, message.status_reason, {}))
+                if pk in raws:
+                    items.append(WorkItem(message_pk=pk, raw=raws[pk]))
                     continue
-                item = WorkItem(message_pk=pk, raw=raw)
-                self._record(session, message, self.run_stages(item))
-                done.append(ProcessedMessage(pk, message.status, message.status_reason,
-                                             dict(item.results)))
+                message.status = MessageStatus.FAILED
+                message.status_reason = "raw message missing from the ledger"
+                record_event(session, "pipeline", "error", message_pk=pk,
+                             mailbox_id=message.mailbox_id,
+                             details={"error": message.status_reason})
+                done.append(ProcessedMessage(pk, message.status, message.status_reason, {}))
+            for item, steps in zip(items, self.run_group(items), strict=True):
+                message = messages[item.message_pk]
+                assert message is not None
+                self._record(session, message, steps)
+                done.append(ProcessedMessage(item.message_pk, message.status,
+                                             message.status_reason, dict(item.results)))
         return done
 
     def _record(

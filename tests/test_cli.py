@@ -48,7 +48,7 @@ def test_ingest_maildir_and_eml_files_once(tmp_path: Path) -> None:
     (maildir / "cur" / "2.host:2,S").write_bytes(out_of_office(2))
     loose = tmp_path / "loose.eml"
     loose.write_bytes(support_email(3))
-    (tmp_path / "mailbot.toml").write_text('data_dir = "state"\n')
+    (tmp_path / "mailbot.toml").write_text('data_dir = "state"\n[classifier]\nenabled = false\n')
 
     first = mailbot("ingest", str(maildir), str(loose), "--json", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
@@ -67,8 +67,9 @@ def test_ingest_maildir_and_eml_files_once(tmp_path: Path) -> None:
     assert "Traceback" not in missing.stderr
 
 
-def test_demo_processes_the_bundled_samples(tmp_path: Path) -> None:
-    (tmp_path / "mailbot.toml").write_text('data_dir = "state"\n')
+def test_demo_processes_the_bundled_samples(tmp_path: Path, encoder_dir: Path) -> None:
+    (tmp_path / "mailbot.toml").write_text(
+        f'data_dir = "state"\n[models]\ndir = "{encoder_dir.parent}"\n')
     result = mailbot("demo", "--json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
@@ -77,7 +78,17 @@ def test_demo_processes_the_bundled_samples(tmp_path: Path) -> None:
     skipped = [m for m in messages if m["status"] == "skipped"]
     assert 2 <= len(skipped) < len(messages) // 2
     assert all("no automatic reply" in m["reason"] for m in skipped)
-    assert all(m["subject"] and m["from"] for m in messages if m["status"] != "skipped")
+    answered = [m for m in messages if m["status"] != "skipped"]
+    assert all(m["subject"] and m["from"] for m in answered)
+    # Classified out of the box, by the seed heads, with the model named.
+    assert all(m["status"] == "classified" for m in answered)
+    intents = {m["file"]: m["intent"]["label"] for m in answered}
+    assert intents["01_order_status.eml"] == "order_status"
+    assert intents["03_cancellation.eml"] == "cancellation"
+    assert intents["06_login_problem.eml"] == "account_access"
+    assert intents["07_app_crash.eml"] == "technical_problem"
+    languages = {m["file"]: m["language"] for m in answered}
+    assert languages["11_german_return.eml"] == "de"
     assert Path(report["database"]).exists()
     # The human-readable form runs too and tells where the audit log is.
     text = mailbot("demo", cwd=tmp_path)

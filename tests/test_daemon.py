@@ -19,10 +19,15 @@ from tests.support.dovecot import ImapUser
 from tests.support.mail import support_email
 
 
-def write_config(tmp_path: Path, user: ImapUser, db_url: str, **account: object) -> Path:
+def write_config(
+    tmp_path: Path, user: ImapUser, db_url: str, models: Path | None = None, **account: object
+) -> Path:
+    """A config for `user`; with `models`, the classify stage runs on those models."""
     settings = user.account_settings(**account)
     lines = [f'data_dir = "{tmp_path / "var"}"', "[database]", f'url = "{db_url}"',
-             "[worker]", "retry_base_seconds = 0.1", "retry_max_seconds = 1.0", "[[accounts]]"]
+             "[worker]", "retry_base_seconds = 0.1", "retry_max_seconds = 1.0",
+             "[models]", f'dir = "{models or tmp_path}"',
+             "[classifier]", f"enabled = {'true' if models else 'false'}", "[[accounts]]"]
     for key, value in settings.items():
         lines.append(f"{key} = {json.dumps(value)}")
     path = tmp_path / "mailbot.toml"
@@ -78,16 +83,17 @@ def test_sigkill_mid_batch_then_restart_keeps_every_message_once(
 
 
 def test_sigterm_stops_cleanly_and_status_shows_the_mailbox(
-    tmp_path: Path, imap_user: ImapUser, sqlite_url: str
+    tmp_path: Path, imap_user: ImapUser, sqlite_url: str, encoder_dir: Path
 ) -> None:
     imap_user.append_many([support_email(i) for i in range(5)])
-    config = write_config(tmp_path, imap_user, sqlite_url, poll_interval=3600)
+    config = write_config(tmp_path, imap_user, sqlite_url, models=encoder_dir.parent,
+                          poll_interval=3600)
     database = Database(sqlite_url)
     database.upgrade()
     worker = mailbot(config, "run")
     try:
         deadline = time.monotonic() + 60
-        while count(database, MessageStatus.PARSED) < 5 and time.monotonic() < deadline:
+        while count(database, MessageStatus.CLASSIFIED) < 5 and time.monotonic() < deadline:
             time.sleep(0.05)
         worker.send_signal(signal.SIGTERM)
         _, err = worker.communicate(timeout=30)
@@ -102,7 +108,14 @@ def test_sigterm_stops_cleanly_and_status_shows_the_mailbox(
     assert status.returncode == 0, err
     [row] = json.loads(out)
     assert row["account"] == imap_user.name and row["mailbox"] == "INBOX"
-    assert row["counts"] == {"parsed": 5} and row["last_uid"] == 5 and row["last_error"] is None
+    assert row["counts"] == {"classified": 5} and row["last_uid"] == 5
+    assert row["last_error"] is None
+    # Each classification names the model and version that produced it.
+    with database.session() as session:
+        classified = list(session.scalars(select(Event).where(Event.stage == "classify")))
+    assert len(classified) == 5
+    assert all(e.model == "all-MiniLM-L6-v2" and e.model_version for e in classified)
+    assert all(e.details["intent"]["label"] for e in classified)
 
 
 def test_idle_picks_up_new_mail_without_waiting_for_the_poll(

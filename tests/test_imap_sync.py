@@ -15,7 +15,8 @@ from mailbot.daemon import Worker
 from mailbot.db.models import Event, Mailbox, Message, MessageStatus, RawMessage
 from mailbot.db.session import Database
 from mailbot.ledger import mailbox_statuses
-from mailbot.pipeline import ParseStage, StageResult, WorkItem
+from mailbot.pipeline import StageResult, WorkItem
+from mailbot.stages import ParseStage
 from tests.support.dovecot import ImapUser
 from tests.support.mail import bounce, out_of_office, support_email
 
@@ -23,6 +24,7 @@ from tests.support.mail import bounce, out_of_office, support_email
 def make_worker(database: Database, *accounts: dict[str, Any], **worker: Any) -> Worker:
     config = config_from_dict({
         "accounts": list(accounts),
+        "classifier": {"enabled": False},
         "worker": {"retry_base_seconds": 0.05, "retry_max_seconds": 0.2, **worker},
     })
     return Worker(config, db=database)

@@ -96,14 +96,14 @@ def status(as_json: bool) -> int:
 @json_option
 def ingest(paths: tuple[Path, ...], mailbox: str, as_json: bool) -> int:
     """Backfill from a Maildir folder or .eml files through the same pipeline."""
-    from mailbot.daemon import build_stages
+    from mailbot.stages import build_stages
     from mailbot.pipeline import Pipeline
     from mailbot.sources.local import ingest_local
 
     config = get_state().config
     database = _database(config)
     database.ensure_schema()
-    report = ingest_local(database, paths, Pipeline(database, build_stages(config)),
+    report = ingest_local(database, paths, Pipeline(database, build_stages(config, database)),
                           mailbox_name=mailbox)
     if as_json:
         emit_json(asdict(report))
@@ -125,7 +125,7 @@ def demo(keep: bool, as_json: bool) -> int:
 
     Uses a local SQLite database (<data_dir>/demo.db) and prints what happened to each email.
     """
-    from mailbot.daemon import build_stages
+    from mailbot.stages import build_stages
     from mailbot.db.session import Database
     from mailbot.pipeline import Pipeline
     from mailbot.sources.local import ingest_local
@@ -146,7 +146,7 @@ def demo(keep: bool, as_json: bool) -> int:
             _print_demo_record(record)
 
     report = ingest_local(database, [sample_dir()],
-                          Pipeline(database, build_stages(config)),
+                          Pipeline(database, build_stages(config, database)),
                           mailbox_name="demo", on_message=show)
     if as_json:
         emit_json({"database": str(db_path), "messages": shown})
@@ -170,12 +170,27 @@ def _demo_record(path: Path, processed: Any) -> dict[str, Any]:
         "subject": message.subject if message else None,
         "text": (message.new_text if message else "")[:200],
     }
+    classification = processed.results.get("classify")
+    if classification is not None:
+        record["intent"] = classification.intent.to_json()
+        record["priority"] = classification.priority.label
+        record["sentiment"] = classification.sentiment.label
+        record["language"] = classification.language
+        record["out_of_scope"] = classification.out_of_scope
     return record
 
 
 def _print_demo_record(record: dict[str, Any]) -> None:
     click.echo(f"- {record['file']}: {record['subject']!r} from {record['from']}")
     click.echo(f"    status: {record['status']}" + (f" ({record['reason']})" if record["reason"] else ""))
+    if "intent" in record:
+        intent = record["intent"]
+        click.echo(
+            f"    intent: {intent['label']} ({intent['confidence']:.0%}; runner-up "
+            f"{intent['runner_up']}), priority {record['priority']}, sentiment "
+            f"{record['sentiment']}, language {record['language']}"
+            + (", out of scope" if record["out_of_scope"] else "")
+        )
     snippet = " ".join(record["text"].split())[:120]
     if snippet:
         click.echo(f"    text:   {snippet}")
