@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mailbot.errors import ConfigError
 
@@ -237,17 +237,16 @@ class CostSettings(_Section):
     monthly_budget: Annotated[float, Field(ge=0)] = 0.0
     timezone: Annotated[str, Field(min_length=1)] = "UTC"
 
-    @model_validator(mode="after")
-    def _check(self) -> CostSettings:
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
         try:
-            ZoneInfo(self.timezone)
+            ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(
-                f"timezone {self.timezone!r} is not a known IANA zone (e.g. 'Europe/Berlin')"
-            ) from None
-        return self
+            raise ValueError("an IANA time zone name such as 'Europe/Berlin' or 'UTC'") from None
+        return value
 
 
 FieldType = Literal[
