@@ -6,10 +6,17 @@ from alembic import context
 from sqlalchemy import create_engine
 
 import mailbot.db  # noqa: F401  (registers every table on Base.metadata)
-from mailbot.db.base import Base
+from mailbot.db.base import Base, UTCDateTime
 
 config = context.config
 target_metadata = Base.metadata
+
+
+def _render_item(type_: str, obj: object, autogen_context: object) -> str | bool:
+    # Migrations must not import mailbot's column types: render their plain equivalents.
+    if type_ == "type" and isinstance(obj, UTCDateTime):
+        return "sa.DateTime(timezone=True)"
+    return False
 
 
 def _configure(connection) -> None:  # type: ignore[no-untyped-def]
@@ -18,6 +25,7 @@ def _configure(connection) -> None:  # type: ignore[no-untyped-def]
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        render_item=_render_item,
     )
 
 

@@ -2,6 +2,7 @@
 
 from mailbot.db.artifacts import Artifact
 from mailbot.db.base import Base
+from mailbot.db.drafts import DraftRecord
 from mailbot.db.llm_records import TeacherLabel  # noqa: F401  (registers the table)
 from mailbot.db.models import Account, Event, Mailbox, Message, MessageStatus, RawMessage
 from mailbot.db.session import Database
@@ -11,6 +12,7 @@ __all__ = [
     "Artifact",
     "Base",
     "Database",
+    "DraftRecord",
     "Event",
     "Mailbox",
     "Message",
