@@ -1,0 +1,211 @@
+"""Recognisers for ids and simple values: cue-word ids, emails, URLs, IBANs, cards, enums.
+
+Every recogniser yields `Candidate`s: a span, a normalised value, a confidence and, when
+the text looks like the field but fails validation, the reason (`problem`). The extractor
+turns problems into `Rejection`s; they are never passed on as values.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+
+from mailbot.config import FieldSpec
+from mailbot.fields.checks import check_problem, digits_of, luhn_ok
+from mailbot.fields.result import FieldScalar
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A possible field value at text[start:end]; `problem` set means it failed validation."""
+
+    start: int
+    end: int
+    value: FieldScalar
+    confidence: float
+    problem: str | None = None
+
+
+# Words between a cue and its value: "order number: #", "Bestellung Nr.", "order is".
+_CONNECTOR = (
+    r"(?:[ \t]*(?:[:#=]|\(|n[º°o]\.|n[º°]|(?i:nr|no)\.?(?![a-z])"
+    r"|(?i:numbers?|num|nummer|numéro|número|numero|id|ref|reference|code|is|was|ist|lautet"
+    r"|war|est|était|es|era|è|é|são|zijn)(?![\w-]))"
+    r"[ \t]*\n?)"
+)
+_TRAILING = "-/."
+# Values that a cue word may be followed by in prose but that are never ids or usernames.
+_STOPWORDS = frozenset(
+    """a an and are as at be but by can cannot can't did does doesn't for from had has have
+    in is isn't it its not of on or page password please reset so that the this to was
+    wasn't will with won't works working field box anymore again button screen link details
+    problem problems issue issues attempt attempts fails failed error errors blocked locked
+    disabled expired incorrect wrong correct valid invalid same different und oder ist nicht der die
+    das ein eine mit für et ou le la les est pas y o el los es no""".split()
+)  # fmt: skip
+
+
+@lru_cache(maxsize=256)
+def _cue_regex(cues: tuple[str, ...], pattern: str) -> re.Pattern[str]:
+    words = "|".join(re.escape(c).replace(r"\ ", r"[ \t]+") for c in sorted(cues, key=len)[::-1])
+    return re.compile(
+        rf"(?<![\w-])(?i:{words})(?![\w-]){_CONNECTOR}{{0,3}}[ \t]*#?"
+        rf"(?P<v>{pattern})(?![\w@-]|\.\w)"
+    )
+
+
+@lru_cache(maxsize=256)
+def _continuation_regex(pattern: str) -> re.Pattern[str]:
+    # "orders 48213 and 48214", "A10234, A10235 / A10236"
+    return re.compile(
+        rf"[ \t]*(?:,|&|/|(?i:and|und|et|y|e|or|oder|ou|o)(?!\w))[ \t]*#?"
+        rf"(?P<v>{pattern})(?![\w@-]|\.\w)"
+    )
+
+
+@lru_cache(maxsize=256)
+def _anywhere_regex(pattern: str) -> re.Pattern[str]:
+    return re.compile(rf"(?<![\w-])#?(?P<v>{pattern})(?![\w@-]|\.\w)")
+
+
+def _same_shape(a: str, b: str) -> bool:
+    return abs(len(a) - len(b)) <= 2 and a[:1].isdigit() == b[:1].isdigit()
+
+
+def _id_candidate(spec: FieldSpec, text: str, start: int, end: int, conf: float) -> Candidate:
+    while end > start and text[end - 1] in _TRAILING:
+        end -= 1
+    raw = text[start:end]
+    value: FieldScalar = int(raw) if spec.type == "integer" else raw
+    problem = check_problem(spec.check, raw)
+    if problem is None and spec.values and raw not in spec.values:
+        problem = "not one of the allowed values"
+    return Candidate(start, end, value, conf, problem)
+
+
+def find_cued(spec: FieldSpec, text: str) -> Iterator[Candidate]:
+    """Values of a pattern/string/integer field: after a cue word, or anywhere if strict."""
+    pattern = spec.pattern or (r"\d+" if spec.type == "integer" else "")
+    anywhere = re.compile(rf"(?:{spec.anywhere})\Z") if spec.anywhere else None
+    if spec.cues and pattern:
+        regex, cont = _cue_regex(tuple(spec.cues), pattern), _continuation_regex(pattern)
+        for match in regex.finditer(text):
+            first = match.group("v")
+            if first.lower() in _STOPWORDS or len(first.strip(_TRAILING)) < 3:
+                continue
+            hits = [match.span("v")]
+            pos = match.end("v")
+            while (more := cont.match(text, pos)) and _same_shape(first, more.group("v")):
+                hits.append(more.span("v"))
+                pos = more.end("v")
+            for start, end in hits:
+                strict = anywhere is not None and anywhere.match(text[start:end]) is not None
+                yield _id_candidate(spec, text, start, end, 0.97 if strict else 0.88)
+    if spec.anywhere:
+        for match in _anywhere_regex(spec.anywhere).finditer(text):
+            yield _id_candidate(spec, text, *match.span("v"), conf=0.9)
+
+
+_EMAIL = re.compile(
+    r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]*@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,24}(?![\w-])"
+)
+
+
+def find_emails(text: str) -> Iterator[Candidate]:
+    """Email addresses; the domain is lower-cased, the local part kept as written."""
+    for m in _EMAIL.finditer(text):
+        local, _, domain = m.group().rpartition("@")
+        yield Candidate(m.start(), m.end(), f"{local}@{domain.lower()}", 0.99)
+
+
+_URL = re.compile(r"(?<![\w@/])(?:https?://|www\.)[^\s<>\"'`]+", re.IGNORECASE)
+
+
+def find_urls(text: str) -> Iterator[Candidate]:
+    """http(s) and www. links, without trailing punctuation or an unbalanced bracket."""
+    for m in _URL.finditer(text):
+        end = m.end()
+        while end > m.start():
+            ch = text[end - 1]
+            if ch in ".,;:!?'\"»" or (ch in ")]}" and _unbalanced(text[m.start() : end], ch)):
+                end -= 1
+                continue
+            break
+        if end - m.start() > len("www.x.y") - 1:
+            yield Candidate(m.start(), end, text[m.start() : end], 0.97)
+
+
+def _unbalanced(url: str, closer: str) -> bool:
+    opener = {")": "(", "]": "[", "}": "{"}[closer]
+    return url.count(closer) > url.count(opener)
+
+
+_IBAN = re.compile(r"(?<![\w-])[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?![\w-])")
+_IBAN_CUE = re.compile(r"(?i)\b(?:iban|bank|account|konto|compte|cuenta|sepa)\b")
+
+
+def find_ibans(text: str) -> Iterator[Candidate]:
+    """IBANs, validated by country length and mod-97; a bad one near a cue is rejected."""
+    for m in _IBAN.finditer(text):
+        raw = m.group()
+        compact = raw.replace(" ", "")
+        if len(compact) < 15:
+            continue
+        problem = check_problem("mod97", raw)
+        if problem is None:
+            yield Candidate(m.start(), m.end(), compact, 0.99)
+        elif " " in raw or _IBAN_CUE.search(text, max(0, m.start() - 40), m.start()):
+            yield Candidate(m.start(), m.end(), compact, 0.9, problem)
+
+
+# 13-19 digits, contiguous or grouped as cards are printed (4-4-4-4, 4-6-5, 4-4-4-4-3).
+_CARD = re.compile(
+    r"(?<![\d-])(?:\d{13,19}|\d{4}([ -])\d{4}\1\d{4}\1\d{4}(?:\1\d{3})?|\d{4}([ -])\d{6}\2\d{5})"
+    r"(?![\d-])"
+)
+_CARD_CUE = re.compile(
+    r"(?i)\b(?:card|credit|debit|visa|mastercard|master card|amex|american express|"
+    r"karte|kreditkarte|carte|tarjeta|carta|cc)\b"
+)
+
+
+def mask_card(digits: str) -> str:
+    """A card number as it may be shown and stored: only the last four digits."""
+    return f"**** {digits[-4:]}"
+
+
+def find_cards(text: str) -> Iterator[Candidate]:
+    """Payment card numbers (Luhn-checked); the value is masked to the last four digits."""
+    for m in _CARD.finditer(text):
+        digits = digits_of(m.group())
+        cued = _CARD_CUE.search(text, max(0, m.start() - 40), m.start()) is not None
+        grouped = not m.group().isdigit()
+        if digits[0] not in "23456":
+            continue
+        if luhn_ok(digits):
+            if cued or grouped or len(digits) in (15, 16):
+                yield Candidate(m.start(), m.end(), mask_card(digits), 0.97 if cued else 0.8)
+        elif cued or grouped:
+            yield Candidate(
+                m.start(), m.end(), mask_card(digits), 0.9, "Luhn check digit does not match"
+            )
+
+
+@lru_cache(maxsize=64)
+def _enum_regex(values: tuple[str, ...]) -> list[tuple[str, re.Pattern[str]]]:
+    out = []
+    for value in values:
+        flags = 0 if value.isupper() else re.IGNORECASE  # "UPS" but not "ups and downs"
+        body = re.escape(value).replace(r"\ ", r"\s+")
+        out.append((value, re.compile(rf"(?<![\w-]){body}(?![\w-])", flags)))
+    return out
+
+
+def find_enum(spec: FieldSpec, text: str) -> Iterator[Candidate]:
+    """Occurrences of an enum field's allowed values; the value is the canonical spelling."""
+    for value, regex in _enum_regex(tuple(spec.values)):
+        for m in regex.finditer(text):
+            yield Candidate(m.start(), m.end(), value, 0.9)
