@@ -32,7 +32,7 @@ class Candidate:
 _CONNECTOR = (
     r"(?:[ \t]*(?:[:#=]|\(|n[º°o]\.|n[º°]|(?i:nr|no)\.?(?![a-z])"
     r"|(?i:numbers?|num|nummer|numéro|número|numero|id|ref|reference|code|is|was|ist|lautet"
-    r"|war|est|était|es|era|è|é|são|zijn)(?![\w-]))"
+    r"|war|est|était|es|era|è|é|são|zijn)(?![\w-])\.?)"
     r"[ \t]*\n?)"
 )
 _TRAILING = "-/."
@@ -51,7 +51,7 @@ _STOPWORDS = frozenset(
 def _cue_regex(cues: tuple[str, ...], pattern: str) -> re.Pattern[str]:
     words = "|".join(re.escape(c).replace(r"\ ", r"[ \t]+") for c in sorted(cues, key=len)[::-1])
     return re.compile(
-        rf"(?<![\w-])(?i:{words})(?![\w-]){_CONNECTOR}{{0,3}}[ \t]*#?"
+        rf"(?<![\w-])(?i:{words})(?![\w-]){_CONNECTOR}{{0,3}}[ \t]*#?[\"'“„‘«]?"
         rf"(?P<v>{pattern})(?![\w@-]|\.\w)"
     )
 

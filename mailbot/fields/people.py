@@ -259,8 +259,12 @@ _ROMANCE_CAPS = (
 _CAP = r"[^\W\d_a-zß-ÿ][^\W\d_]*(?:['’.-][^\W\d_]+)*"
 _NAMEWORD = r"[^\W\d_][^\W\d_]*(?:['’.-][^\W\d_]+)*"
 _HOUSE = r"\d{1,5}(?:[ \t]?[a-zA-Z](?!\w))?(?:[-/]\d{1,4}(?:[a-zA-Z](?!\w))?)?"
+# A town of up to three words, with the particles of "Frankfurt am Main", "Saint-Denis".
+_TOWNNAME = rf"{_CAP}(?:(?:[ \t-]+(?:am|an|im|der|sur|de|del|la|le|en|di|do|da))*[ \t-]+{_CAP}){{0,2}}"
+# 10969 / D-10969 / 1100-048 (PT) / 1015 CJ (NL)
+_POSTCODE = r"(?:[A-Z]{1,2}-)?(?:\d{4}-\d{3}|\d{4}[ \t][A-Z]{2}(?![\w])|\d{4,5})"
 _TOWN = (
-    rf"(?:,?[ \t]*\n?[ \t]*(?:[A-Z]{{1,2}}-)?\d{{4,5}}[ \t]+{_CAP}(?:[ \t-]+{_CAP})?"
+    rf"(?:,?[ \t]*\n?[ \t]*{_POSTCODE}[ \t]+{_TOWNNAME}"
     rf"|,[ \t]*{_CAP}(?:[ \t]+{_CAP})?,?[ \t]+[A-Z]{{2}}[ \t]+\d{{5}}(?:-\d{{4}})?"
     rf"|,?[ \t]*\n?[ \t]*{_CAP}(?:[ \t]+{_CAP})?,?[ \t]+[A-Z]{{1,2}}\d[A-Z\d]?[ \t]\d[A-Z]{{2}})?"
 )
@@ -288,7 +292,7 @@ _ADDRESSES = (
         rf"(?:[ \t]+{_CAP})?,?[ \t]*(?:n[º°o]\.?[ \t]*)?{_HOUSE}(?!\w){_TOWN}"
     ),
     # A postcode and town alone on a line: "10969 Berlin", "75002 Paris"
-    re.compile(rf"(?m)^[ \t]*(?:[A-Z]{{1,2}}-)?\d{{4,5}}[ \t]+{_CAP}(?:[ \t-]+{_CAP})?[ \t]*$"),
+    re.compile(rf"(?m)^[ \t]*{_POSTCODE}[ \t]+{_TOWNNAME}[ \t]*$"),
 )
 
 

@@ -1,8 +1,8 @@
 """Phone numbers, validated by Google's libphonenumber (`phonenumbers`), written as E.164.
 
 Numbers with a country code (+49 ..., 0044 ...) are read as such; national ones are tried
-against the configured regions in order and kept for the first region where they are
-valid. A bare run of digits without a separator or a cue word ("phone", "Tel.") is left
+against the configured regions of the message's language (all configured regions when
+none matches) and kept for the first region where they are valid. A bare run of digits without a separator or a cue word ("phone", "Tel.") is left
 alone: it is more often an order, tracking or account number.
 """
 
@@ -34,9 +34,11 @@ def find_phones(
     import phonenumbers  # type: ignore[import-untyped]
 
     regions = regions or ("US",)
+    # A national number is read only in the regions of the message's language when any of
+    # them is configured: an English email's "0341 1234567" is not a German number.
     preferred = [r for r in _LANGUAGE_REGIONS.get(language or "", ()) if r in regions]
     seen: set[tuple[int, int]] = set()
-    for region in dict.fromkeys([*preferred, *regions]):
+    for region in preferred or regions:
         matcher = phonenumbers.PhoneNumberMatcher(
             text, region, leniency=phonenumbers.Leniency.VALID
         )
