@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 # The audit-log stage of every cloud LLM call (written by `mailbot.llm.audit`).
 LLM_STAGE = "llm"
 BUDGET_STAGE = "budget"
+_EPSILON = 1e-9
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,12 +136,13 @@ def budget_state(session: Session, now: datetime, settings: CostSettings) -> Bud
     spent_today = llm_spent(session, day_start, now)
     spent_month = llm_spent(session, month_start, now)
     reason = None
-    if settings.daily_budget and spent_today >= settings.daily_budget:
+    # A small tolerance: 0.6 + 0.3 + 0.1 sums to 0.9999999999999999 in floating point.
+    if settings.daily_budget and spent_today >= settings.daily_budget - _EPSILON:
         reason = (
             f"daily cloud LLM budget reached: spent {spent_today:.4f} of "
             f"{settings.daily_budget:.2f} {settings.currency} today ({settings.timezone})"
         )
-    elif settings.monthly_budget and spent_month >= settings.monthly_budget:
+    elif settings.monthly_budget and spent_month >= settings.monthly_budget - _EPSILON:
         reason = (
             f"monthly cloud LLM budget reached: spent {spent_month:.4f} of "
             f"{settings.monthly_budget:.2f} {settings.currency} this month ({settings.timezone})"
@@ -259,8 +261,9 @@ def cost_report(
 ) -> CostReport:
     """Spending and the all-cloud comparison for the events in [since, until).
 
-    A message counts as handled when it has an event in the window and is neither still
-    waiting (fetched) nor left alone (skipped: auto-replies, bounces). Its all-cloud cost is
+    A message counts as handled when a stage after fetching recorded an event for it in the
+    window and it is neither still waiting (fetched) nor left alone (skipped: auto-replies,
+    bounces). Its all-cloud cost is
     its recorded cloud tokens when it was escalated; otherwise its text length in tokens plus
     `prompt_overhead_tokens` in and `typical_output_tokens` out.
     """
@@ -276,9 +279,9 @@ def cost_report(
         .where(*window)
         .group_by(Event.stage)
     ):
-        spent_all += float(total)
+        spent_all += float(total or 0.0)
         if stage == LLM_STAGE:
-            spent_llm += float(total)
+            spent_llm += float(total or 0.0)
 
     handled: dict[int, _Tally] = {}
     rows = session.execute(
@@ -286,10 +289,13 @@ def cost_report(
         .join(Message, Message.id == Event.message_pk)
         .where(
             *window,
+            # Fetching is not handling: a message counts once a stage has worked on it.
+            Event.stage != "fetch",
             Message.status.not_in([MessageStatus.FETCHED, MessageStatus.SKIPPED]),
         )
     )
     for message_pk, stage, tokens_in, tokens_out in rows:
+        assert message_pk is not None  # the inner join guarantees it
         tally = handled.setdefault(message_pk, _Tally())
         if stage == LLM_STAGE:
             tally.llm_calls += 1

@@ -31,7 +31,7 @@ class ReceivedRequest:
 
     method: str
     path: str
-    headers: dict[str, str]
+    headers: dict[str, str]  # names lower-cased
     body: Any  # parsed JSON, or None
     received_at: float  # time.monotonic()
 
@@ -122,8 +122,9 @@ class FakeOpenAI:
         self._stopping = threading.Event()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True,
-                                        name="fake-openai")
+        # A short poll interval so that stopping the server takes milliseconds, not 0.5 s.
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.02,),
+                                        daemon=True, name="fake-openai")
 
     @property
     def base_url(self) -> str:
@@ -230,7 +231,8 @@ def _make_handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
             self._send(reply.status, payload, reply.headers)
 
         def _received(self, body: Any) -> ReceivedRequest:
-            return ReceivedRequest(self.command, self.path, dict(self.headers.items()), body,
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            return ReceivedRequest(self.command, self.path, headers, body,
                                    time.monotonic())
 
         def _send(self, status: int, payload: bytes, headers: dict[str, str] | None = None
