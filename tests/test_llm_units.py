@@ -133,3 +133,21 @@ def test_classification_schema_validation() -> None:
     assert any("confidence" in e for e in schema_errors({**good, "confidence": 2}, schema))
     assert any("extra" in e or "Additional" in e
                for e in schema_errors({**good, "note": "x"}, schema))
+
+
+def test_llm_settings_are_validated() -> None:
+    from mailbot.config import LLMSettings, config_from_dict
+    from mailbot.llm import LLMClient
+
+    with pytest.raises(ConfigError, match="llm: model is required when base_url is set"):
+        config_from_dict({"llm": {"base_url": "https://api.example.com/v1"}})
+    with pytest.raises(ConfigError, match="at most one of api_key_env or api_key_file"):
+        config_from_dict({"llm": {"base_url": "https://x/v1", "model": "m",
+                                  "api_key_env": "A", "api_key_file": "/k"}})
+    with pytest.raises(ConfigError, match="must start with http"):
+        config_from_dict({"llm": {"base_url": "api.example.com", "model": "m"}})
+    with pytest.raises(ConfigError, match="MISSING_KEY_VAR.*is not set"):
+        LLMClient(LLMSettings(base_url="http://127.0.0.1:9/v1", model="m",
+                              api_key_env="MISSING_KEY_VAR"))
+    with pytest.raises(ConfigError, match="llm.base_url is empty"):
+        LLMClient(LLMSettings())

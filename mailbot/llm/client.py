@@ -19,6 +19,7 @@ from typing import Any, Generic, TypeVar
 
 from mailbot.config import Config, CostSettings, LLMSettings
 from mailbot.cost import TokenPrices, estimate_tokens, llm_cost
+from mailbot.errors import ConfigError
 from mailbot.llm.breaker import CircuitBreaker, breaker_for
 from mailbot.llm.errors import LLMRequestRejected, LLMResponseInvalid, LLMUnavailable
 from mailbot.llm.prompts import ChatMessage, PromptRenderer, email_context, neutralise
@@ -102,7 +103,7 @@ class LLMClient:
         breaker: CircuitBreaker | None = None,
     ) -> None:
         if not settings.enabled:
-            raise LLMRequestRejected("no cloud LLM configured (llm.base_url is empty)")
+            raise ConfigError("no cloud LLM configured: llm.base_url is empty")
         try:
             import openai
         except ImportError:  # pragma: no cover - a dependency; only a broken install lacks it
