@@ -15,7 +15,15 @@ import click
 from mailbot.cli.common import CliState, run_cli
 
 # Modules under mailbot.cli that each define `register(group)`.
-_COMMAND_MODULES = ("core", "model_cmd", "parse_cmd", "classify_cmd", "report_cmd", "extract_cmd")
+_COMMAND_MODULES = (
+    "core",
+    "model_cmd",
+    "parse_cmd",
+    "classify_cmd",
+    "report_cmd",
+    "extract_cmd",
+    "redact_cmd",
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
