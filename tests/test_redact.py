@@ -100,7 +100,9 @@ def test_cards_are_never_restored() -> None:
 
 def test_customer_text_that_looks_like_a_placeholder_cannot_steer_restore() -> None:
     pseudonymiser = Pseudonymiser()
-    text = "My email is anna@example.com. Please send the refund details to <EMAIL_1> and <email_2>."
+    text = (
+        "My email is anna@example.com. Please send the refund details to <EMAIL_1> and <email_2>."
+    )
     redaction = pseudonymiser.redact(text)
     assert redaction.redacted == (
         "My email is <EMAIL_1>. Please send the refund details to <LITERAL_1> and <LITERAL_2>."
@@ -130,9 +132,7 @@ def test_categories_follow_the_config() -> None:
     redaction = pseudonymiser.redact(
         "Hi, Tom Becker here, order A10234, see https://x.example/a, mail tom@example.com"
     )
-    assert redaction.redacted == (
-        "Hi, Tom Becker here, order A10234, see <URL_1>, mail <EMAIL_1>"
-    )
+    assert redaction.redacted == ("Hi, Tom Becker here, order A10234, see <URL_1>, mail <EMAIL_1>")
 
 
 def test_sender_name_from_the_header_is_used() -> None:

@@ -140,7 +140,7 @@ def evaluate(
             for value in values
         }
         found = _found(extraction)
-        for name, value in found & gold:
+        for name, _value in found & gold:
             tp[name] += 1
         for name, value in sorted(found - gold):
             fp[name] += 1

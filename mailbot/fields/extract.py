@@ -146,6 +146,7 @@ def _settle(
         if any(c.start < end and start < c.end for start, end in taken):
             continue  # a good value of another field (a tracking number), or already rejected
         taken.append((c.start, c.end))
+        assert c.problem is not None
         rejected.append(Rejection(spec.name, text[c.start : c.end], (c.start, c.end), c.problem))
         log.debug("rejected %s %r: %s", spec.name, text[c.start : c.end], c.problem)
     return accepted, sorted(rejected, key=lambda r: r.span)

@@ -40,5 +40,5 @@ FIRST_NAMES = frozenset(
     Dolores Nuno João Tiago Rui Mariana Beatrice Federica Alessia Gianluca Stefano Aylin
     Murat Kemal Priya Rahul Anil Hiroshi Yuki Kenji Sergei Dmitri Natasha
     Ekaterina Ole Lars Anders Kari Ingrid Freya Siobhan Niamh Sean Connor Declan
-    """.split()
+    """.split()  # noqa: SIM905 (a word list reads best as prose)
 )

@@ -20,7 +20,7 @@ _SYMBOLS = {
     "$": "USD", "£": "GBP", "¥": "JPY", "₹": "INR", "₽": "RUB", "₺": "TRY", "₩": "KRW",
     "₪": "ILS", "zł": "PLN", "Kč": "CZK", "Fr.": "CHF", "SFr.": "CHF", "fr.": "CHF",
 }  # fmt: skip
-_CODES = (
+_CODES = (  # noqa: SIM905
     "EUR USD GBP CHF JPY CAD AUD NZD SEK NOK DKK PLN CZK HUF RON BGN INR BRL MXN CNY HKD SGD "
     "ZAR TRY RUB ILS KRW AED SAR"
 ).split()

@@ -43,7 +43,7 @@ _STOPWORDS = frozenset(
     wasn't will with won't works working field box anymore again button screen link details
     problem problems issue issues attempt attempts fails failed error errors blocked locked
     disabled expired incorrect wrong correct valid invalid same different und oder ist nicht der die
-    das ein eine mit für et ou le la les est pas y o el los es no""".split()
+    das ein eine mit für et ou le la les est pas y o el los es no""".split()  # noqa: SIM905
 )  # fmt: skip
 
 

@@ -22,7 +22,7 @@ from mailbot.fields.patterns import Candidate
 
 _WORD = re.compile(r"[^\W\d_]+(?:['’-][^\W\d_]+)*")
 _GAP = re.compile(r"[ \t]+")
-_PARTICLES = frozenset("van von de der den da di du le la del dos das ter ten zu y".split())
+_PARTICLES = frozenset("van von de der den da di du le la del dos das ter ten zu y".split())  # noqa: SIM905
 # Capitalised words that start sentences, greet, sign off or name the company's side.
 _NOT_NAMES = frozenset(
     """
@@ -43,7 +43,7 @@ _NOT_NAMES = frozenset(
     grazie obrigado obrigada met vriendelijke groet groeten grüsse gruss
     mr mrs ms miss mx dr prof herr frau mme mlle señor señora sr sra srta signor signora
     sig dhr mevr meneer
-    """.split()
+    """.split()  # noqa: SIM905
 )
 _TITLES = (
     r"Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Herr|Frau|Monsieur|Madame|Mme|Mlle|M\.|Señor|Señora|Sr|Sra"
@@ -75,9 +75,7 @@ _INTRO = re.compile(
     r"|o meu nome é|meu nome é|chamo-me|this is|i am|i'm|i’m|ich bin|je suis|soy|sono"
     r"|ik ben|eu sou)[ \t]+"
 )
-_WEAK_INTROS = frozenset(
-    "this is|i am|i'm|i’m|ich bin|je suis|soy|sono|ik ben|eu sou".split("|")
-)
+_WEAK_INTROS = frozenset("this is|i am|i'm|i’m|ich bin|je suis|soy|sono|ik ben|eu sou".split("|"))  # noqa: SIM905
 
 
 def _is_cap(token: str) -> bool:
@@ -113,7 +111,7 @@ def _take_name(text: str, pos: int, max_tokens: int = 3) -> tuple[int, list[str]
             pending_particles += 1
         else:
             break
-        gap = _GAP.match(text, end if pending_particles == 0 else m.end())
+        gap = _GAP.match(text, m.end() if pending_particles or end is None else end)
         if not gap:
             break
         i = gap.end()
@@ -260,7 +258,9 @@ _CAP = r"[^\W\d_a-zß-ÿ][^\W\d_]*(?:['’.-][^\W\d_]+)*"
 _NAMEWORD = r"[^\W\d_][^\W\d_]*(?:['’.-][^\W\d_]+)*"
 _HOUSE = r"\d{1,5}(?:[ \t]?[a-zA-Z](?!\w))?(?:[-/]\d{1,4}(?:[a-zA-Z](?!\w))?)?"
 # A town of up to three words, with the particles of "Frankfurt am Main", "Saint-Denis".
-_TOWNNAME = rf"{_CAP}(?:(?:[ \t-]+(?:am|an|im|der|sur|de|del|la|le|en|di|do|da))*[ \t-]+{_CAP}){{0,2}}"
+_TOWNNAME = (
+    rf"{_CAP}(?:(?:[ \t-]+(?:am|an|im|der|sur|de|del|la|le|en|di|do|da))*[ \t-]+{_CAP}){{0,2}}"
+)
 # 10969 / D-10969 / 1100-048 (PT) / 1015 CJ (NL)
 _POSTCODE = r"(?:[A-Z]{1,2}-)?(?:\d{4}-\d{3}|\d{4}[ \t][A-Z]{2}(?![\w])|\d{4,5})"
 _TOWN = (

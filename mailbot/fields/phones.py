@@ -2,8 +2,9 @@
 
 Numbers with a country code (+49 ..., 0044 ...) are read as such; national ones are tried
 against the configured regions of the message's language (all configured regions when
-none matches) and kept for the first region where they are valid. A bare run of digits without a separator or a cue word ("phone", "Tel.") is left
-alone: it is more often an order, tracking or account number.
+none matches) and kept for the first region where they are valid. A bare run of digits
+without a separator or a cue word ("phone", "Tel.") is left alone: it is more often an
+order, tracking or account number.
 """
 
 from __future__ import annotations
