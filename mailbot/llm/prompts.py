@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,12 @@ def neutralise(text: str) -> str:
 
 
 def default_prompts_dir() -> Path:
-    """The prompt templates shipped with mailbot (templates/prompts at the project root)."""
-    return Path(__file__).resolve().parents[2] / "templates" / "prompts"
+    """The prompt templates shipped with mailbot (templates/prompts, installed as the
+    package `mailbot.templates`)."""
+    try:
+        return Path(str(resources.files("mailbot.templates"))) / "prompts"
+    except ModuleNotFoundError:  # a checkout whose editable install predates that mapping
+        return Path(__file__).resolve().parents[2] / "templates" / "prompts"
 
 
 @dataclass(frozen=True, slots=True)
