@@ -315,6 +315,45 @@ class FieldSettings(_Section):
     ] = ["PERSON", "EMAIL", "PHONE", "IBAN", "CARD", "ADDRESS", "ORDER", "ACCOUNT"]
 
 
+class KnowledgeBaseSettings(_Section):
+    """The knowledge base the drafts are grounded in (`mailbot kb`, see mailbot/kb)."""
+
+    # Most words in one passage; longer sections are split at paragraphs, then sentences.
+    passage_words: Annotated[int, Field(ge=20, le=400)] = 120
+    # Passages handed to the draft stage (and shown by `kb search` without --top).
+    top_k: Annotated[int, Field(ge=1, le=100)] = 4
+    # How many of each ranking (vector, keyword) enter the fusion.
+    candidates: Annotated[int, Field(ge=1, le=10000)] = 50
+    # Reciprocal rank fusion: score = sum of weight / (rrf_k + rank) over the two rankings.
+    rrf_k: Annotated[int, Field(ge=1, le=1000)] = 60
+    # Weight of the keyword (BM25) ranking against the vector ranking's 1.0.
+    keyword_weight: Annotated[float, Field(ge=0, le=10)] = 1.0
+    # A passage less similar than this (cosine) is left out unless its keywords match well.
+    min_similarity: Annotated[float, Field(ge=-1, le=1)] = 0.2
+    # Seconds between checks of the database for passages another process added or removed.
+    refresh_seconds: Annotated[float, Field(ge=0, le=86400)] = 10.0
+
+
+class DraftSettings(_Section):
+    """Reply drafting from the templates under templates/replies/."""
+
+    enabled: bool = True
+    company: str = "Example Shop"
+    from_name: str = "Customer Support"
+    signature: str = "Kind regards,\nCustomer Support"
+    # Signatures for replies in other languages, by ISO 639-1 code (else `signature`).
+    signatures: dict[Annotated[str, Field(pattern=r"^[a-z]{2,3}$")], str] = {}
+    # The From address of drafts when the account has no support_address and its username
+    # is not an address (and for mail ingested from local files).
+    support_address: str = ""
+    # A folder whose replies/ templates override the shipped ones (same file names).
+    templates_dir: str = ""
+    # Also add a simple HTML part to each reply.
+    html_alternative: bool = False
+    # Knowledge-base passages scoring below this are not offered to the templates.
+    min_passage_score: Annotated[float, Field(ge=0)] = 0.0
+
+
 class Config(_Section):
     """The whole validated configuration."""
 
@@ -322,10 +361,12 @@ class Config(_Section):
     database: DatabaseSettings = DatabaseSettings()
     models: ModelSettings = ModelSettings()
     worker: WorkerSettings = WorkerSettings()
+    drafts: DraftSettings = DraftSettings()
     classifier: ClassifierSettings = ClassifierSettings()
     fields: FieldSettings = FieldSettings()
     llm: LLMSettings = LLMSettings()
     cost: CostSettings = CostSettings()
+    kb: KnowledgeBaseSettings = KnowledgeBaseSettings()
     accounts: list[AccountSettings] = []
     # Where the file was read from; relative paths in it are taken from its folder.
     source: str | None = None
@@ -357,6 +398,16 @@ class Config(_Section):
         if self.database.url:
             return self.database.url
         return f"sqlite:///{self.data_path / 'mailbot.db'}"
+
+    def reply_address(self, account_name: str | None) -> str:
+        """The From address of a draft answering mail of this account."""
+        for account in self.accounts:
+            if account.name == account_name:
+                if account.support_address:
+                    return account.support_address
+                if "@" in account.username:
+                    return account.username
+        return self.drafts.support_address or "support@localhost"
 
     def account(self, name: str) -> AccountSettings:
         for account in self.accounts:

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from sqlalchemy import select
 
 from mailbot.db.base import utcnow
-from mailbot.db.models import Message, MessageStatus, RawMessage
+from mailbot.db.models import Account, Mailbox, Message, MessageStatus, RawMessage
 from mailbot.db.session import Database
 from mailbot.errors import TransientError
 from mailbot.ledger import pending_messages, record_event
@@ -45,6 +45,9 @@ class StageResult:
     cost: float | None = None
     # Ledger columns to fill in from what the stage learnt (subject, sender, ...).
     message_updates: Mapping[str, Any] = field(default_factory=dict)
+    # New rows for the stage's own tables (drafts, ...); the runner sets their message_pk
+    # and adds them in the message's transaction.
+    records: tuple[Any, ...] = ()
 
 
 @dataclass(slots=True)
@@ -53,6 +56,7 @@ class WorkItem:
 
     message_pk: int
     raw: bytes
+    account: str | None = None  # the account it came from (drafts answer from its address)
     results: dict[str, Any] = field(default_factory=dict)
 
 
@@ -92,56 +96,7 @@ class Pipeline:
 
     def run_stages(self, item: WorkItem) -> list[tuple[Stage, StageResult, float]]:
         """Run the stages over one item in memory; nothing is written."""
-        return self.run_group([item])[0]
-
-    def run_group(
-        self, items: Sequence[WorkItem]
-    ) -> list[list[tuple[Stage, StageResult, float]]]:
-        """Run the stages over several items in memory, batching where a stage can."""
-        steps: list[list[tuple[Stage, StageResult, float]]] = [[] for _ in items]
-        active = list(range(len(items)))
-        for stage in self.stages:
-            if not active:
-                break
-            timed = self._run_stage(stage, [items[i] for i in active])
-            still_active = []
-            for index, (result, elapsed_ms) in zip(active, timed, strict=True):
-                steps[index].append((stage, result, elapsed_ms))
-                items[index].results[stage.name] = result.value
-                if not result.stop:
-                    still_active.append(index)
-            active = still_active
-        return steps
-
-    def _run_stage(self, stage: Stage, items: list[WorkItem]) -> list[tuple[StageResult, float]]:
-        run_many = getattr(stage, "run_many", None)
-        if run_many is not None and len(items) > 1:
-            started = time.perf_counter()
-            try:
-                results = run_many(items)
-            except TransientError:
-                raise
-            except Exception:  # noqa: BLE001 - find the message at fault one by one
-                log.warning("batch of %s failed; retrying its messages one by one", stage.name)
-            else:
-                share = (time.perf_counter() - started) * 1000.0 / len(items)
-                return [(result, share) for result in results]
-        return [self._run_one(stage, item) for item in items]
-
-    def _run_one(self, stage: Stage, item: WorkItem) -> tuple[StageResult, float]:
-        started = time.perf_counter()
-        try:
-            result = stage.run(item)
-        except TransientError:
-            raise
-        except Exception as exc:  # a bug or bad data in one stage fails only this message
-            log.exception("stage %s failed on message %s", stage.name, item.message_pk)
-            result = StageResult(
-                "error", status=MessageStatus.FAILED, stop=True,
-                reason=f"{stage.name} failed: {type(exc).__name__}: {exc}",
-                details={"traceback": traceback.format_exc(limit=20)},
-            )
-        return result, (time.perf_counter() - started) * 1000.0
+        return run_group(self.stages, [item])[0]
 
     def process(self, message_pk: int) -> ProcessedMessage:
         """Process one message and commit its events and status in one transaction."""
@@ -164,12 +119,18 @@ class Pipeline:
                 .where(RawMessage.message_pk.in_(list(message_pks)))
             ).all())
             messages = {pk: session.get(Message, pk) for pk in message_pks}
+            accounts = dict(session.execute(
+                select(Message.id, Account.name)
+                .join(Mailbox, Mailbox.id == Message.mailbox_id)
+                .join(Account, Account.id == Mailbox.account_id)
+                .where(Message.id.in_(list(message_pks)))
+            ).all())
             items = []
             for pk, message in messages.items():
                 if message is None:
                     raise LookupError(f"no message with id {pk}")
                 if pk in raws:
-                    items.append(WorkItem(message_pk=pk, raw=raws[pk]))
+                    items.append(WorkItem(message_pk=pk, raw=raws[pk], account=accounts.get(pk)))
                     continue
                 message.status = MessageStatus.FAILED
                 message.status_reason = "raw message missing from the ledger"
@@ -177,7 +138,7 @@ class Pipeline:
                              mailbox_id=message.mailbox_id,
                              details={"error": message.status_reason})
                 done.append(ProcessedMessage(pk, message.status, message.status_reason, {}))
-            for item, steps in zip(items, self.run_group(items), strict=True):
+            for item, steps in zip(items, run_group(self.stages, items), strict=True):
                 message = messages[item.message_pk]
                 assert message is not None
                 self._record(session, message, steps)
@@ -200,6 +161,9 @@ class Pipeline:
             )
             for column, value in result.message_updates.items():
                 setattr(message, column, value)
+            for record in result.records:
+                record.message_pk = message.id
+                session.add(record)
             if result.status is not None:
                 message.status = result.status
                 message.status_reason = result.reason
@@ -233,3 +197,75 @@ class Pipeline:
                     if on_message:
                         on_message(processed)
         return count
+
+
+Steps = list[tuple[Stage, StageResult, float]]
+
+
+def run_group(stages: Sequence[Stage], items: Sequence[WorkItem]) -> list[Steps]:
+    """Run the stages over several items in memory, batching where a stage can."""
+    steps: list[Steps] = [[] for _ in items]
+    active = list(range(len(items)))
+    for stage in stages:
+        if not active:
+            break
+        timed = _run_stage(stage, [items[i] for i in active])
+        still_active = []
+        for index, (result, elapsed_ms) in zip(active, timed, strict=True):
+            steps[index].append((stage, result, elapsed_ms))
+            items[index].results[stage.name] = result.value
+            if not result.stop:
+                still_active.append(index)
+        active = still_active
+    return steps
+
+
+def _run_stage(stage: Stage, items: list[WorkItem]) -> list[tuple[StageResult, float]]:
+    run_many = getattr(stage, "run_many", None)
+    if run_many is not None and len(items) > 1:
+        started = time.perf_counter()
+        try:
+            results = run_many(items)
+        except TransientError:
+            raise
+        except Exception:  # noqa: BLE001 - find the message at fault one by one
+            log.warning("batch of %s failed; retrying its messages one by one", stage.name)
+        else:
+            share = (time.perf_counter() - started) * 1000.0 / len(items)
+            return [(result, share) for result in results]
+    return [_run_one(stage, item) for item in items]
+
+
+def _run_one(stage: Stage, item: WorkItem) -> tuple[StageResult, float]:
+    started = time.perf_counter()
+    try:
+        result = stage.run(item)
+    except TransientError:
+        raise
+    except Exception as exc:  # a bug or bad data in one stage fails only this message
+        log.exception("stage %s failed on message %s", stage.name, item.message_pk)
+        result = StageResult(
+            "error", status=MessageStatus.FAILED, stop=True,
+            reason=f"{stage.name} failed: {type(exc).__name__}: {exc}",
+            details={"traceback": traceback.format_exc(limit=20)},
+        )
+    return result, (time.perf_counter() - started) * 1000.0
+
+
+@dataclass(frozen=True, slots=True)
+class DryRun:
+    """What the stages made of one email, in memory only."""
+
+    steps_by_name: tuple[tuple[str, StageResult], ...]
+    values: Mapping[str, Any]
+
+    @property
+    def steps(self) -> list[StageResult]:
+        return [result for _, result in self.steps_by_name]
+
+
+def dry_run(stages: Sequence[Stage], raw: bytes, *, account: str | None = None) -> DryRun:
+    """Run the stages over raw bytes without any database (for `mailbot draft` and tests)."""
+    item = WorkItem(message_pk=0, raw=raw, account=account)
+    [done] = run_group(stages, [item])
+    return DryRun(tuple((stage.name, result) for stage, result, _ in done), dict(item.results))

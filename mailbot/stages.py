@@ -87,11 +87,91 @@ class ClassifyStage:
         return out
 
 
+class ExtractStage:
+    """Order numbers, amounts, dates and contacts, with what the intent needs but lacks."""
+
+    name = "extract"
+
+    def __init__(self, schema: Any) -> None:
+        self.schema = schema
+
+    def run(self, item: WorkItem) -> StageResult:
+        from mailbot.fields import extract_message
+
+        message = item.results["parse"]
+        classification = item.results.get("classify")
+        intent = classification.intent.label if classification is not None else None
+        _, extraction = extract_message(message, self.schema, intent=intent)
+        details = {
+            "fields": {name: [v.to_json() for v in values]
+                       for name, values in extraction.fields.items()},
+            "missing": list(extraction.missing),
+            "rejected": [r.to_json() for r in extraction.rejected],
+        }
+        return StageResult("ok", value=extraction, details=details)
+
+
+class DraftStage:
+    """The reply from the intent's template, filled with the fields and policy passages."""
+
+    name = "draft"
+
+    def __init__(self, config: Config) -> None:
+        from pathlib import Path
+
+        from mailbot.draft.compose import DraftOptions
+        from mailbot.draft.templates import ReplyTemplates
+
+        self.config = config
+        settings = config.drafts
+        extra = [config.base_dir / Path(settings.templates_dir)] if settings.templates_dir else []
+        self.templates = ReplyTemplates(extra)
+        self.options = DraftOptions(
+            company=settings.company, signature=settings.signature,
+            signatures=dict(settings.signatures),
+            from_name=settings.from_name, min_passage_score=settings.min_passage_score,
+            html_alternative=settings.html_alternative,
+        )
+
+    def run(self, item: WorkItem) -> StageResult:
+        from mailbot.db.drafts import DraftRecord
+        from mailbot.draft.compose import NoDraft, compose_draft
+        from mailbot.message import Address
+
+        message = item.results["parse"]
+        classification = item.results["classify"]
+        sender = Address(self.options.from_name, self.config.reply_address(item.account))
+        draft = compose_draft(
+            message, classification.intent.label, classification.language, sender,
+            self.templates, self.options, extraction=item.results.get("extract"),
+            passages=item.results.get("retrieve") or (),
+        )
+        if isinstance(draft, NoDraft):
+            return StageResult("skipped", reason=f"no draft: {draft.reason}", stop=True,
+                               details={"reason": draft.reason})
+        record = DraftRecord(
+            token=draft.token, reply_message_id=draft.message_id, template=draft.template,
+            language=draft.language, subject=draft.subject, body=draft.body, mime=draft.mime,
+            fields=dict(draft.fields), passages=[dict(p) for p in draft.passages],
+            gates=dict(draft.gates), model=draft.model, model_version=draft.template_version,
+            needs_review=draft.needs_review, review_reasons=list(draft.review_reasons),
+        )
+        return StageResult(
+            "ok", value=draft, status=MessageStatus.DRAFTED, details=draft.summary(),
+            model=draft.model, model_version=draft.template_version, records=(record,),
+        )
+
+
 def build_stages(config: Config, database: Any = None) -> list[Any]:
     """The stages in order, as the configuration asks for them (models load here, once)."""
     stages: list[Any] = [ParseStage()]
-    if config.classifier.enabled:
-        from mailbot.classify import Classifier
+    if not config.classifier.enabled:
+        return stages
+    from mailbot.classify import Classifier
+    from mailbot.fields import build_schema
 
-        stages.append(ClassifyStage(Classifier.from_config(config, database)))
+    stages.append(ClassifyStage(Classifier.from_config(config, database)))
+    stages.append(ExtractStage(build_schema(config.fields)))
+    if config.drafts.enabled:
+        stages.append(DraftStage(config))
     return stages

@@ -23,6 +23,7 @@ _COMMAND_MODULES = (
     "report_cmd",
     "extract_cmd",
     "redact_cmd",
+    "draft_cmd",
 )
 
 

@@ -26,6 +26,7 @@ from mailbot.backoff import backoff_delay
 from mailbot.config import AccountSettings, WorkerSettings
 from mailbot.db.models import Mailbox, Message, MessageStatus
 from mailbot.db.session import Database
+from mailbot.draft.deliver import deliver_drafts
 from mailbot.errors import AlreadyRunning, MailboxError, PermanentError, TransientError
 from mailbot.ledger import (
     NewMessage,
@@ -70,6 +71,7 @@ class PollReport:
     rematched: int = 0
     processed: int = 0
     server_actions: int = 0
+    drafts_delivered: int = 0
     uidvalidity_changed: bool = False
     error: str | None = None
     lease_held_by: str | None = None
@@ -280,10 +282,18 @@ class MailboxSync:
             self._fetch_batch(client, uids[start:start + batch_size], uidvalidity,
                               has_history, report)
             report.processed += self.pipeline.process_pending(self.mailbox_id, stop=self.stop)
-            report.server_actions += self._server_actions(client)
+            self._after_commit(client, report)
         # Messages fetched in an earlier, interrupted run still need the pipeline and actions.
         report.processed += self.pipeline.process_pending(self.mailbox_id, stop=self.stop)
+        self._after_commit(client, report)
+
+    def _after_commit(self, client: IMAPClient, report: PollReport) -> None:
+        """The side effects on the server, once the local work is committed."""
         report.server_actions += self._server_actions(client)
+        delivered = deliver_drafts(client, self.db, self.mailbox_id, self.account.drafts_folder)
+        if delivered:
+            report.drafts_delivered += delivered
+            self._select(client)  # back to the folder being synced
 
     def _fetch_batch(
         self,

@@ -1,0 +1,162 @@
+"""The draft stage's core: choose the template, fill it, and build the threaded reply."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from mailbot.draft.mime import build_reply, new_message_id, reply_subject
+from mailbot.draft.templates import ReplyTemplates
+from mailbot.message import Address, InboundMessage
+
+TEMPLATE_MODEL = "template"
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """A drafted reply, ready to be recorded and delivered."""
+
+    token: str
+    message_id: str
+    template: str
+    template_version: str
+    language: str
+    subject: str
+    body: str
+    sender: Address
+    to: Address
+    mime: bytes
+    fields: Mapping[str, Any]
+    missing: tuple[str, ...]
+    passages: tuple[Mapping[str, Any], ...]
+    needs_review: bool
+    review_reasons: tuple[str, ...]
+    gates: Mapping[str, Any] = field(default_factory=dict)
+    model: str = TEMPLATE_MODEL
+
+    def summary(self) -> dict[str, Any]:
+        """What the audit event keeps about the draft (the body is in the drafts table)."""
+        return {
+            "template": self.template,
+            "template_version": self.template_version,
+            "language": self.language,
+            "token": self.token,
+            "reply_message_id": self.message_id,
+            "fields": dict(self.fields),
+            "missing": list(self.missing),
+            "passages": [dict(p) for p in self.passages],
+            "needs_review": self.needs_review,
+            "review_reasons": list(self.review_reasons),
+            "gates": dict(self.gates),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class NoDraft:
+    """Why no draft was written (the message then waits for a person)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class DraftOptions:
+    """What the drafts section of the config says, resolved once."""
+
+    company: str
+    signature: str
+    from_name: str
+    signatures: Mapping[str, str] = field(default_factory=dict)
+    min_passage_score: float = 0.0
+    html_alternative: bool = False
+
+
+def first_name(address: Address | None) -> str | None:
+    """A greeting name from the From header ("Emma Clarke" or "Clarke, Emma" -> "Emma")."""
+    if address is None or not address.name.strip():
+        return None
+    name = address.name.strip().strip('"')
+    if "," in name:
+        name = name.split(",", 1)[1]
+    token = name.split()[0] if name.split() else ""
+    if not re.fullmatch(r"[^\W\d_][^\W\d_'.-]*", token) or token.isupper() and len(token) > 3:
+        return None
+    return token
+
+
+def field_values(extraction: Any) -> dict[str, Any]:
+    """The first value of each extracted field, as templates and the audit log see it."""
+    if extraction is None:
+        return {}
+    values: dict[str, Any] = {}
+    for name, found in extraction.fields.items():
+        if found:
+            values[name] = _display(found[0].json_value())
+    return values
+
+
+def _display(value: Any) -> Any:
+    if isinstance(value, dict) and "amount" in value:
+        currency = value.get("currency")
+        return f"{value['amount']} {currency}" if currency else str(value["amount"])
+    return value
+
+
+def compose_draft(
+    message: InboundMessage,
+    intent: str,
+    language: str,
+    sender: Address,
+    templates: ReplyTemplates,
+    options: DraftOptions,
+    *,
+    extraction: Any = None,
+    passages: Sequence[Any] = (),
+) -> Draft | NoDraft:
+    """Fill the intent's template for this message; NoDraft says why there is none."""
+    recipient = message.reply_address
+    if recipient is None:
+        return NoDraft("no valid sender or Reply-To address to answer")
+    found = templates.find(intent, language)
+    if found is None:
+        return NoDraft(f"no reply template for intent {intent!r}")
+    name, template_language = found
+    reasons: list[str] = []
+    if template_language != language:
+        reasons.append(f"no {language!r} template for {intent!r}: drafted in {template_language}")
+    fields = field_values(extraction)
+    missing = tuple(extraction.missing) if extraction is not None else ()
+    grounded = [p for p in passages if getattr(p, "score", 0.0) >= options.min_passage_score]
+    context = {
+        "customer_name": first_name(message.from_addr),
+        "fields": fields,
+        "missing": list(missing),
+        "passages": grounded,
+        "company": options.company,
+        "signature": options.signatures.get(template_language, options.signature),
+        "subject": message.subject,
+    }
+    body = templates.render(name, context)
+    token = uuid.uuid4().hex
+    message_id = new_message_id(sender.email)
+    subject = reply_subject(message.subject)
+    mime = build_reply(
+        sender=sender, to=recipient, subject=subject, body=body, message_id=message_id,
+        in_reply_to=message.message_id, references=message.references, token=token,
+        language=template_language, html_alternative=options.html_alternative,
+    )
+    return Draft(
+        token=token, message_id=message_id, template=f"replies/{name}",
+        template_version=templates.version(name), language=template_language,
+        subject=subject, body=body, sender=sender, to=recipient, mime=mime, fields=fields,
+        missing=missing,
+        passages=tuple(
+            {"id": getattr(p, "id", None), "source": getattr(p, "source", None),
+             "heading": " > ".join(getattr(p, "heading_path", ()) or ()) or None,
+             "score": round(float(getattr(p, "score", 0.0)), 4)}
+            for p in grounded
+        ),
+        needs_review=bool(reasons), review_reasons=tuple(reasons),
+    )
