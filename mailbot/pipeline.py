@@ -23,6 +23,7 @@ from mailbot.db.base import utcnow
 from mailbot.db.models import Account, Mailbox, Message, MessageStatus, RawMessage
 from mailbot.db.session import Database
 from mailbot.errors import TransientError
+from mailbot.failpoints import failpoint
 from mailbot.ledger import pending_messages, record_event
 
 log = logging.getLogger(__name__)
@@ -144,6 +145,7 @@ class Pipeline:
                 self._record(session, message, steps)
                 done.append(ProcessedMessage(item.message_pk, message.status,
                                              message.status_reason, dict(item.results)))
+        failpoint("pipeline.after_commit")
         return done
 
     def _record(

@@ -10,6 +10,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from mailbot.cost import cpu_cost
 from mailbot.db.models import MessageStatus
 from mailbot.errors import ParseError
 from mailbot.pipeline import StageResult, WorkItem
@@ -61,8 +62,9 @@ class ClassifyStage:
 
     name = "classify"
 
-    def __init__(self, classifier: Classifier) -> None:
+    def __init__(self, classifier: Classifier, cpu_hour_price: float = 0.0) -> None:
         self.classifier = classifier
+        self.cpu_hour_price = cpu_hour_price
 
     def run(self, item: WorkItem) -> StageResult:
         return self.run_many([item])[0]
@@ -76,6 +78,7 @@ class ClassifyStage:
         started = time.process_time()
         results = self.classifier.classify_many(texts)
         cpu_seconds = (time.process_time() - started) / max(1, len(items))
+        cost = cpu_cost(cpu_seconds, self.cpu_hour_price)
         out = []
         for classification in results:
             details: dict[str, Any] = classification.to_json()
@@ -83,6 +86,7 @@ class ClassifyStage:
             out.append(StageResult(
                 "ok", value=classification, status=MessageStatus.CLASSIFIED, details=details,
                 model=classification.model, model_version=classification.model_version,
+                cost=cost,
             ))
         return out
 
@@ -170,7 +174,7 @@ def build_stages(config: Config, database: Any = None) -> list[Any]:
     from mailbot.classify import Classifier
     from mailbot.fields import build_schema
 
-    stages.append(ClassifyStage(Classifier.from_config(config, database)))
+    stages.append(ClassifyStage(Classifier.from_config(config, database), config.cost.cpu_hour))
     stages.append(ExtractStage(build_schema(config.fields)))
     if config.drafts.enabled:
         stages.append(DraftStage(config))

@@ -130,3 +130,14 @@ def test_pipeline_drafts_routine_mail_and_never_auto_replies(encoder_dir: Path) 
     skipped = dry_run(stages, out_of_office(3))
     assert [name for name, _ in skipped.steps_by_name] == ["parse"]
     assert "draft" not in skipped.values
+
+
+def test_a_model_written_body_goes_in_the_shared_layout() -> None:
+    message = parse_message(sample("09_complaint_angry.eml"))
+    draft = compose_draft(message, "complaint", "en", SUPPORT, ReplyTemplates(), OPTIONS,
+                          written_body="We are sorry.\n\nA replacement is on its way.",
+                          model="cloud-model")
+    assert not isinstance(draft, NoDraft)
+    assert draft.template == "replies/written.en.txt.j2" and draft.model == "cloud-model"
+    assert draft.body.startswith("Hello ") and "A replacement is on its way." in draft.body
+    assert draft.body.rstrip().endswith("Northwind Support")

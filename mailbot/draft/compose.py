@@ -114,12 +114,19 @@ def compose_draft(
     *,
     extraction: Any = None,
     passages: Sequence[Any] = (),
+    written_body: str | None = None,
+    model: str = TEMPLATE_MODEL,
 ) -> Draft | NoDraft:
-    """Fill the intent's template for this message; NoDraft says why there is none."""
+    """Fill the intent's template for this message; NoDraft says why there is none.
+
+    With `written_body` (a reply body a model wrote), the shared layout (greeting,
+    signature) wraps that body instead of the intent's template.
+    """
     recipient = message.reply_address
     if recipient is None:
         return NoDraft("no valid sender or Reply-To address to answer")
-    found = templates.find(intent, language)
+    found = (templates.find("written", language) if written_body is not None
+             else templates.find(intent, language))
     if found is None:
         return NoDraft(f"no reply template for intent {intent!r}")
     name, template_language = found
@@ -137,6 +144,7 @@ def compose_draft(
         "company": options.company,
         "signature": options.signatures.get(template_language, options.signature),
         "subject": message.subject,
+        "written_body": written_body,
     }
     body = templates.render(name, context)
     token = uuid.uuid4().hex
@@ -158,5 +166,5 @@ def compose_draft(
              "score": round(float(getattr(p, "score", 0.0)), 4)}
             for p in grounded
         ),
-        needs_review=bool(reasons), review_reasons=tuple(reasons),
+        needs_review=bool(reasons), review_reasons=tuple(reasons), model=model,
     )

@@ -80,5 +80,6 @@ def deliver_drafts(
                 details={"folder": folder, "uid": uid, "token": token,
                          "note": None if appended else "already in the folder; not appended again"},
             )
+        failpoint("draft.after_record")
         delivered += 1
     return delivered

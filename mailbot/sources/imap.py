@@ -28,6 +28,7 @@ from mailbot.db.models import Mailbox, Message, MessageStatus
 from mailbot.db.session import Database
 from mailbot.draft.deliver import deliver_drafts
 from mailbot.errors import AlreadyRunning, MailboxError, PermanentError, TransientError
+from mailbot.failpoints import failpoint
 from mailbot.ledger import (
     NewMessage,
     acquire_lease,
@@ -348,6 +349,7 @@ class MailboxSync:
             add_messages(session, mailbox, fresh)
             mailbox.last_uid = max([mailbox.last_uid, *(i.uid for i in items)])
             acquire_lease(session, self.mailbox_id, self.owner, self.worker.lease_seconds)
+        failpoint("fetch.after_commit")
         report.fetched += len(fresh)
 
     def _known(self, session: object, item: NewMessage) -> Message | None:
