@@ -322,14 +322,10 @@ class KnowledgeBaseSettings(_Section):
     passage_words: Annotated[int, Field(ge=20, le=400)] = 120
     # Passages handed to the draft stage (and shown by `kb search` without --top).
     top_k: Annotated[int, Field(ge=1, le=100)] = 4
-    # How many of each ranking (vector, keyword) enter the fusion.
-    candidates: Annotated[int, Field(ge=1, le=10000)] = 50
-    # Reciprocal rank fusion: score = sum of weight / (rrf_k + rank) over the two rankings.
-    rrf_k: Annotated[int, Field(ge=1, le=1000)] = 60
-    # Weight of the keyword (BM25) ranking against the vector ranking's 1.0.
-    keyword_weight: Annotated[float, Field(ge=0, le=10)] = 1.0
+    # Ranking: (1 - w) * cosine similarity + w * BM25 keyword coverage; 0 = vectors only.
+    keyword_weight: Annotated[float, Field(ge=0, le=1)] = 0.3
     # A passage less similar than this (cosine) is left out unless its keywords match well.
-    min_similarity: Annotated[float, Field(ge=-1, le=1)] = 0.2
+    min_similarity: Annotated[float, Field(ge=-1, le=1)] = 0.25
     # Seconds between checks of the database for passages another process added or removed.
     refresh_seconds: Annotated[float, Field(ge=0, le=86400)] = 10.0
 
@@ -354,6 +350,56 @@ class DraftSettings(_Section):
     min_passage_score: Annotated[float, Field(ge=0)] = 0.0
 
 
+RouteAction = Literal["llm", "human", "off"]
+
+
+class RouteSettings(_Section):
+    """Routing: which mail the small model answers, which goes to the cloud LLM or a person,
+    and the safety checks every draft passes (see mailbot/route)."""
+
+    enabled: bool = True
+    # Escalate when the intent's calibrated confidence is below this.
+    min_intent_confidence: Annotated[float, Field(ge=0, le=1)] = 0.5
+    # What each reason does: "llm" (escalate), "human" (no automatic draft) or "off".
+    low_confidence: RouteAction = "llm"
+    out_of_scope: RouteAction = "llm"
+    generation_failed: RouteAction = "llm"
+    missing_fields: RouteAction = "off"
+    legal_threat: RouteAction = "llm"
+    data_protection: RouteAction = "llm"
+    large_cancellation: RouteAction = "llm"
+    angry_high_priority: RouteAction = "llm"
+    vip_sender: RouteAction = "llm"
+    long_email: RouteAction = "llm"
+    repeated_contact: RouteAction = "llm"
+    # A cancellation mentioning an amount at least this large counts as a large account.
+    large_cancellation_amount: Annotated[float, Field(ge=0)] = 1000.0
+    # Negative sentiment at least this confident, high or urgent priority and a sign of anger.
+    angry_min_confidence: Annotated[float, Field(ge=0, le=1)] = 0.8
+    vip_senders: list[Annotated[str, Field(min_length=3)]] = []
+    vip_domains: list[Annotated[str, Field(min_length=1)]] = []
+    # A long email: at least this many questions, or this many words of new text.
+    max_questions: Annotated[int, Field(ge=1)] = 4
+    max_words: Annotated[int, Field(ge=1)] = 400
+    # The customer's n-th message in one thread (earlier ones unresolved) escalates.
+    thread_messages: Annotated[int, Field(ge=2)] = 3
+    # Accounts ("support") or mailboxes ("support/INBOX") whose mail never goes to the cloud.
+    no_cloud: list[Annotated[str, Field(min_length=1)]] = []
+    # Senders never answered (shell-style patterns on the address), besides our own addresses.
+    skip_senders: list[Annotated[str, Field(min_length=1)]] = [
+        "no-reply@*", "noreply@*", "do-not-reply@*", "donotreply@*",
+    ]  # fmt: skip
+    # Ask the cloud LLM for its own classification too (kept as teacher labels).
+    llm_classify: bool = True
+    # Safety: link hosts and contacts (addresses, phone numbers) a reply may always mention.
+    allowed_domains: list[Annotated[str, Field(min_length=1)]] = []
+    allowed_contacts: list[Annotated[str, Field(min_length=1)]] = []
+    # Largest amount a reply may promise (refund, credit), even one the customer named.
+    max_promised_amount: Annotated[float, Field(ge=0)] = 500.0
+    # A reply sharing a run of this many words with a prompt template is held back.
+    prompt_overlap_words: Annotated[int, Field(ge=4, le=50)] = 8
+
+
 class Config(_Section):
     """The whole validated configuration."""
 
@@ -367,6 +413,7 @@ class Config(_Section):
     llm: LLMSettings = LLMSettings()
     cost: CostSettings = CostSettings()
     kb: KnowledgeBaseSettings = KnowledgeBaseSettings()
+    route: RouteSettings = RouteSettings()
     accounts: list[AccountSettings] = []
     # Where the file was read from; relative paths in it are taken from its folder.
     source: str | None = None

@@ -24,6 +24,7 @@ _COMMAND_MODULES = (
     "extract_cmd",
     "redact_cmd",
     "draft_cmd",
+    "kb_cmd",
 )
 
 
