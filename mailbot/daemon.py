@@ -6,6 +6,7 @@ tests exercise once is what the daemon does forever.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -20,8 +21,8 @@ from mailbot.db.session import Database
 from mailbot.errors import MailbotError
 from mailbot.ledger import record_poll_failure, worker_identity
 from mailbot.pipeline import Pipeline
-from mailbot.stages import build_stages
 from mailbot.sources.imap import MailboxSync, PollReport, connect
+from mailbot.stages import build_stages
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +182,5 @@ class IdleWatcher(threading.Thread):
                     started = time.monotonic()
             client.idle_done()
         finally:
-            try:
+            with contextlib.suppress(Exception):  # the connection may be gone already
                 client.logout()
-            except Exception:  # noqa: BLE001
-                pass

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import CursorResult, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from mailbot.db.base import utcnow
@@ -121,7 +121,7 @@ def acquire_lease(session: Session, mailbox_id: int, owner: str, seconds: float)
     """Take or renew the mailbox lease; False while another live worker holds it."""
     now = utcnow()
     until = now + timedelta(seconds=seconds)
-    claimed = session.execute(
+    claimed: CursorResult[Any] = session.execute(  # type: ignore[assignment]
         update(Mailbox)
         .where(
             Mailbox.id == mailbox_id,
@@ -137,7 +137,7 @@ def acquire_lease(session: Session, mailbox_id: int, owner: str, seconds: float)
         return True
     holder = session.scalar(select(Mailbox.lease_owner).where(Mailbox.id == mailbox_id))
     if holder and _holder_is_dead(holder):
-        taken = session.execute(
+        taken: CursorResult[Any] = session.execute(  # type: ignore[assignment]
             update(Mailbox)
             .where(Mailbox.id == mailbox_id, Mailbox.lease_owner == holder)
             .values(lease_owner=owner, lease_expires_at=until)
@@ -225,7 +225,9 @@ def rematch(session: Session, message: Message, uidvalidity: int, uid: int) -> N
     )
 
 
-def pending_messages(session: Session, mailbox_id: int | None = None, limit: int = 100) -> list[int]:
+def pending_messages(
+    session: Session, mailbox_id: int | None = None, limit: int = 100
+) -> list[int]:
     """Messages that still have pipeline work to do, oldest first."""
     query = select(Message.id).where(Message.status == MessageStatus.FETCHED)
     if mailbox_id is not None:

@@ -105,7 +105,8 @@ def test_missing_template_variable_fails_loudly(tmp_path: Path) -> None:
         '{% extends "layout.en.txt.j2" %}{% block body %}Refund for {{ fields.iban }}.'
         "{% endblock %}")
     message = parse_message(sample("02_refund_request.eml"))
-    with pytest.raises(TemplateProblem, match=r"replies/refund.en.txt.j2: .*has no attribute 'iban'"):
+    problem = r"replies/refund.en.txt.j2: .*has no attribute 'iban'"
+    with pytest.raises(TemplateProblem, match=problem):
         compose_draft(message, "refund", "en", SUPPORT, ReplyTemplates([tmp_path]), OPTIONS,
                       extraction=Found({"order_id": "A10311"}))
 

@@ -62,6 +62,8 @@ def test_database_down_gives_a_clear_error() -> None:
     from mailbot.errors import DatabaseUnavailable
 
     database = Database("postgresql://nobody@127.0.0.1:1/none")
-    with pytest.raises(DatabaseUnavailable, match="127.0.0.1:1.*unavailable.*server is running"):
-        with database.session() as session:
-            session.execute(select(1))
+    with (
+        pytest.raises(DatabaseUnavailable, match="127.0.0.1:1.*unavailable.*server is running"),
+        database.session() as session,
+    ):
+        session.execute(select(1))

@@ -78,9 +78,11 @@ def status(as_json: bool) -> int:
         return int(ExitCode.OK)
     for r in rows:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(r.counts.items())) or "no messages"
-        last_poll = r.last_poll_at.strftime("%Y-%m-%d %H:%M:%S UTC") if r.last_poll_at else "never"
+        last_poll = (r.last_poll_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+                     if r.last_poll_at else "never")
         click.echo(f"{r.account}/{r.mailbox}")
-        click.echo(f"  last poll   {last_poll}  (UIDVALIDITY {r.uidvalidity}, last UID {r.last_uid})")
+        click.echo(f"  last poll   {last_poll}  "
+                   f"(UIDVALIDITY {r.uidvalidity}, last UID {r.last_uid})")
         click.echo(f"  messages    {counts}")
         if r.lease_owner:
             click.echo(f"  polling now {r.lease_owner}")
@@ -96,9 +98,9 @@ def status(as_json: bool) -> int:
 @json_option
 def ingest(paths: tuple[Path, ...], mailbox: str, as_json: bool) -> int:
     """Backfill from a Maildir folder or .eml files through the same pipeline."""
-    from mailbot.stages import build_stages
     from mailbot.pipeline import Pipeline
     from mailbot.sources.local import ingest_local
+    from mailbot.stages import build_stages
 
     config = get_state().config
     database = _database(config)
@@ -125,10 +127,10 @@ def demo(keep: bool, as_json: bool) -> int:
 
     Uses a local SQLite database (<data_dir>/demo.db) and prints what happened to each email.
     """
-    from mailbot.stages import build_stages
     from mailbot.db.session import Database
     from mailbot.pipeline import Pipeline
     from mailbot.sources.local import ingest_local
+    from mailbot.stages import build_stages
 
     config = get_state().config
     db_path = config.data_path / "demo.db"
@@ -182,7 +184,8 @@ def _demo_record(path: Path, processed: Any) -> dict[str, Any]:
 
 def _print_demo_record(record: dict[str, Any]) -> None:
     click.echo(f"- {record['file']}: {record['subject']!r} from {record['from']}")
-    click.echo(f"    status: {record['status']}" + (f" ({record['reason']})" if record["reason"] else ""))
+    reason = f" ({record['reason']})" if record["reason"] else ""
+    click.echo(f"    status: {record['status']}{reason}")
     if "intent" in record:
         intent = record["intent"]
         click.echo(

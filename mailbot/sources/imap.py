@@ -7,6 +7,7 @@ the server. A crash anywhere in between repeats work but never loses or duplicat
 
 from __future__ import annotations
 
+import contextlib
 import imaplib
 import logging
 import re
@@ -139,10 +140,8 @@ def _quietly_logout(client: IMAPClient) -> None:
     try:
         client.logout()
     except Exception:  # noqa: BLE001 - the connection may already be gone
-        try:
+        with contextlib.suppress(Exception):
             client.shutdown()
-        except Exception:  # noqa: BLE001
-            pass
 
 
 @contextmanager
@@ -240,7 +239,8 @@ class MailboxSync:
 
     def _select(self, client: IMAPClient) -> int:
         try:
-            info = client.select_folder(self.folder, readonly=self.account.processed_action == "none")
+            readonly = self.account.processed_action == "none"
+            info = client.select_folder(self.folder, readonly=readonly)
         except IMAPClientError as exc:
             if isinstance(exc, IMAPClientAbortError):
                 raise
