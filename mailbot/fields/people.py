@@ -20,7 +20,9 @@ from collections.abc import Iterable, Iterator
 from mailbot.fields.firstnames import FIRST_NAMES
 from mailbot.fields.patterns import Candidate
 
-_WORD = re.compile(r"[^\W\d_]+(?:['’-][^\W\d_]+)*")
+# Lengths are bounded so that no input ("A-A-A-..." for 100k characters) can make a
+# pattern backtrack for long.
+_WORD = re.compile(r"[^\W\d_]{1,40}(?:['’-][^\W\d_]{1,40}){0,3}")
 _GAP = re.compile(r"[ \t]+")
 _PARTICLES = frozenset("van von de der den da di du le la del dos das ter ten zu y".split())  # noqa: SIM905
 # Capitalised words that start sentences, greet, sign off or name the company's side.
@@ -217,12 +219,17 @@ def find_people(text: str, known: Iterable[str] = ()) -> Iterator[Candidate]:
         _given_names(text),
     ):
         found.extend(source)
-    # A name seen once is the same person wherever it recurs (a surname alone included).
-    names = {text[c.start : c.end]: c.confidence for c in found}
-    for name, confidence in list(names.items()):
-        for part in [name, *(p for p in _WORD.findall(name) if len(p) > 2 and _is_cap(p))]:
-            for m in re.finditer(rf"(?<![\w@.]){re.escape(part)}(?![\w@-]|\.\w)", text):
-                found.append(Candidate(m.start(), m.end(), "", min(confidence, 0.8)))
+    # A name seen once is the same person wherever it recurs (a surname alone included);
+    # one pass over the text with every known form, longest first.
+    forms: set[str] = set()
+    for c in found:
+        name = text[c.start : c.end]
+        forms.add(name)
+        forms.update(p for p in _WORD.findall(name) if len(p) > 2 and _is_cap(p))
+    if forms:
+        alternatives = "|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True))
+        for m in re.finditer(rf"(?<![\w@.])(?:{alternatives})(?![\w@-]|\.\w)", text):
+            found.append(Candidate(m.start(), m.end(), "", 0.8))
     for start, end, confidence in _merge(found):
         yield Candidate(start, end, " ".join(text[start:end].split()), confidence)
 
@@ -254,8 +261,8 @@ _ROMANCE_CAPS = (
     r"Rue|Avenue|Boulevard|Chemin|Allée|Impasse|Place|Quai|Calle|Avenida|Avda\.?|Paseo"
     r"|Plaza|Camino|Carrer|Via|Viale|Piazza|Corso|Largo|Rua|Travessa|Praça"
 )
-_CAP = r"[^\W\d_a-zß-ÿ][^\W\d_]*(?:['’.-][^\W\d_]+)*"
-_NAMEWORD = r"[^\W\d_][^\W\d_]*(?:['’.-][^\W\d_]+)*"
+_CAP = r"[^\W\d_a-zß-ÿ][^\W\d_]{0,40}(?:['’.-][^\W\d_]{1,40}){0,3}"
+_NAMEWORD = r"[^\W\d_]{1,40}(?:['’.-][^\W\d_]{1,40}){0,3}"
 _HOUSE = r"\d{1,5}(?:[ \t]?[a-zA-Z](?!\w))?(?:[-/]\d{1,4}(?:[a-zA-Z](?!\w))?)?"
 # A town of up to three words, with the particles of "Frankfurt am Main", "Saint-Denis".
 _TOWNNAME = (
