@@ -248,6 +248,17 @@ HELD_OUT = {
 }
 
 
+def _hf_tokenizer(model_dir: Path):  # type: ignore[no-untyped-def]
+    """The model's own tokenizer.json in transformers' wrapper.
+
+    AutoTokenizer would rebuild a Qwen2 or T5 tokenizer around the vocabulary with that
+    family's own pre-tokenizer; the engine uses tokenizer.json as saved, and so do we here.
+    """
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(tokenizer_file=str(model_dir / "tokenizer.json"))
+
+
 def _torch_continuation_logprob(model, tokenizer, prompt: str, choice: str) -> float:  # type: ignore[no-untyped-def]
     """log P(choice | prompt) computed by transformers, token by token."""
     import torch
@@ -291,9 +302,9 @@ def test_generate_can_be_forced_to_an_exact_length(tiny_generator_dir: Path) -> 
 def test_greedy_generation_matches_transformers(
     tiny_generator_dir: Path, tiny_generator_hf_dir: Path
 ) -> None:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    tokenizer = AutoTokenizer.from_pretrained(tiny_generator_hf_dir)
+    tokenizer = _hf_tokenizer(tiny_generator_hf_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_generator_hf_dir).eval()
     generator = Generator.load(tiny_generator_dir, compute_type="float32")
     prompt = "Email: Hi, where is"
@@ -309,11 +320,11 @@ def test_greedy_generation_matches_transformers(
 def test_score_choices_matches_transformers_logprobs(
     tiny_generator_dir: Path, tiny_generator_hf_dir: Path
 ) -> None:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     from tests.support.tiny_generator import decoder_line
 
-    tokenizer = AutoTokenizer.from_pretrained(tiny_generator_hf_dir)
+    tokenizer = _hf_tokenizer(tiny_generator_hf_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_generator_hf_dir).eval()
     generator = Generator.load(tiny_generator_dir, compute_type="float32")
     choices = [*INTENTS, " shipping of the parcel"]  # a multi-token choice too
@@ -358,7 +369,7 @@ def test_registry_loads_the_configured_generator(tiny_generator_dir: Path) -> No
 
 def test_seq2seq_generates_and_scores(tiny_seq2seq_dir: Path, tiny_seq2seq_hf_dir: Path) -> None:
     import torch
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+    from transformers import AutoModelForSeq2SeqLM
 
     generator = Generator.load(tiny_seq2seq_dir, compute_type="float32")
     assert generator.is_seq2seq
@@ -367,7 +378,7 @@ def test_seq2seq_generates_and_scores(tiny_seq2seq_dir: Path, tiny_seq2seq_hf_di
     results = generator.generate(sources, max_new_tokens=6)
     assert [r.text.strip() for r in results] == labels
     # Scores equal transformers' log P(label </s> | source) when the end token is included.
-    tokenizer = AutoTokenizer.from_pretrained(tiny_seq2seq_hf_dir)
+    tokenizer = _hf_tokenizer(tiny_seq2seq_hf_dir)
     model = AutoModelForSeq2SeqLM.from_pretrained(tiny_seq2seq_hf_dir).eval()
     ours = generator.score_choices(sources[0], labels, include_end=True)
     theirs = []

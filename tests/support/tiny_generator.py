@@ -221,7 +221,19 @@ def _train(model, tokenizer, sources: list[str], targets: list[str] | None, *, s
     """A few seconds of AdamW so the model's answers follow the data, not noise."""
     import torch
 
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    # One thread: the matrices are too small to share out, and on a busy machine spinning
+    # worker threads made training tens of times slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _train_steps(model, tokenizer, sources, targets, steps=steps)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_steps(model, tokenizer, sources: list[str], targets: list[str] | None, *, steps: int) -> None:  # type: ignore[no-untyped-def]  # noqa: E501
+    import torch
+
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     rng = random.Random(0)
     order = list(range(len(sources)))
