@@ -251,7 +251,7 @@ class CostSettings(_Section):
 
 FieldType = Literal[
     "string", "integer", "money", "date", "email", "phone", "url", "enum", "pattern",
-    "iban", "card", "person", "address",
+    "iban", "card", "person", "address", "place",
 ]  # fmt: skip
 
 

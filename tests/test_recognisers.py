@@ -262,3 +262,11 @@ def test_bad_field_config_names_the_key() -> None:
     config = config_from_dict({"fields": {"required": {"refund": ["nope"]}}})
     with pytest.raises(ConfigError, match="unknown field"):
         build_schema(config.fields)
+
+
+def test_places_longest_first_and_known_limits() -> None:
+    from mailbot.fields.places import find_places
+
+    text = "From Frankfurt am Main to New York, then Bad Homburg; reading in Nice weather."
+    assert [c.value for c in find_places(text)] == ["Frankfurt am Main", "New York"]
+    # Small towns are not in the list; "Nice" and "Reading" are left out as everyday words.

@@ -28,6 +28,7 @@ from mailbot.fields.patterns import (
 )
 from mailbot.fields.people import find_addresses, find_people
 from mailbot.fields.phones import find_phones
+from mailbot.fields.places import find_places
 from mailbot.fields.result import Extraction, FieldValue, Rejection
 from mailbot.fields.schema import FieldSchema
 
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 # Lower wins an overlap.
 _PRIORITY = {
     "iban": 0, "card": 1, "email": 2, "url": 3, "money": 4, "date": 5, "pattern": 6,
-    "string": 6, "integer": 6, "phone": 7, "enum": 8, "address": 9, "person": 10,
+    "string": 6, "integer": 6, "phone": 7, "enum": 8, "address": 9, "person": 10, "place": 11,
 }  # fmt: skip
 
 
@@ -125,6 +126,8 @@ def _recognise(
         return find_people(text, known_names)
     if kind == "address":
         return find_addresses(text)
+    if kind == "place":
+        return find_places(text)
     raise AssertionError(f"unhandled field type {kind!r}")  # config validation forbids it
 
 
