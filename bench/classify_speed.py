@@ -109,7 +109,9 @@ def best_of(repeats: int, run: Callable[[], object]) -> float:
     return min(times)
 
 
-def torch_embedder(model_dir: Path, threads: int, batch_size: int, max_tokens: int):  # type: ignore[no-untyped-def]
+def torch_embedder(
+    model_dir: Path, threads: int, batch_size: int, max_tokens: int
+) -> Callable[[Sequence[str]], np.ndarray]:
     """sentence-transformers' recipe in plain transformers: fp32, mean pooling, normalise."""
     import torch
     from transformers import AutoModel, AutoTokenizer

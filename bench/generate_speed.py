@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -73,7 +74,7 @@ def prompts(count: int, seed: int = 3) -> list[str]:
     ]
 
 
-def time_ct2(generator, texts: list[str]) -> float:  # type: ignore[no-untyped-def]
+def time_ct2(generator: Any, texts: list[str]) -> float:
     started = time.perf_counter()
     results = generator.generate(texts, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS)
     seconds = time.perf_counter() - started
@@ -82,7 +83,7 @@ def time_ct2(generator, texts: list[str]) -> float:  # type: ignore[no-untyped-d
     return seconds
 
 
-def time_torch(model, tokenizer, texts: list[str]) -> float:  # type: ignore[no-untyped-def]
+def time_torch(model: Any, tokenizer: Any, texts: list[str]) -> float:
     import torch
 
     ids = torch.tensor([e.ids for e in tokenizer.encode_batch(texts)])

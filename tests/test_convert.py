@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from mailbot.cli import cli
 from mailbot.cli.common import run_cli
+from mailbot.config import ModelSettings
 from mailbot.engine import Generator, ModelRegistry
 from mailbot.engine.manifest import MANIFEST_NAME, read_manifest
 from mailbot.errors import ExitCode
@@ -126,7 +128,9 @@ def test_verify_catches_a_flipped_byte_that_list_does_not(
         ),
     ],
 )
-def test_convert_rejects_a_bad_source_clearly(mailbot: Mailbot, make_source, expected) -> None:  # type: ignore[no-untyped-def]
+def test_convert_rejects_a_bad_source_clearly(
+    mailbot: Mailbot, make_source: Callable[[Path], Path], expected: str
+) -> None:
     source = make_source(mailbot.root)
     code, out, err = mailbot("model", "convert", str(source), "dest")
     assert code == ExitCode.NO_INPUT
@@ -207,9 +211,7 @@ def test_bad_quantization_is_a_usage_error(mailbot: Mailbot, tmp_path: Path) -> 
     assert code == ExitCode.USAGE and "int3" in err
 
 
-def _settings(**overrides: str):  # type: ignore[no-untyped-def]
-    from mailbot.config import ModelSettings
-
+def _settings(**overrides: str) -> ModelSettings:
     return ModelSettings(**overrides)
 
 

