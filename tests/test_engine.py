@@ -391,3 +391,11 @@ def test_seq2seq_generates_and_scores(tiny_seq2seq_dir: Path, tiny_seq2seq_hf_di
         theirs.append(-float(loss) * target.shape[1])
     np.testing.assert_allclose(ours, theirs, atol=2e-3)
     assert labels[int(np.argmax(ours))] == "refund"
+
+
+def test_a_damaged_ctranslate2_config_is_a_model_error(encoder_dir: Path, tmp_path: Path) -> None:
+    copy = shutil.copytree(encoder_dir, tmp_path / "enc")
+    (copy / "config.json").write_text("{ not json", encoding="utf-8")
+    with pytest.raises(ModelError, match="CTranslate2 cannot load") as caught:
+        Encoder.load(copy)
+    assert str(copy) in str(caught.value)

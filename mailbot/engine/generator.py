@@ -165,6 +165,8 @@ class Generator:
         if not choices:
             return []
         context = self._tokenizer.encode(prompt).ids
+        if not context:
+            raise ValueError("the prompt has no tokens to condition the choices on")
         continuations = []
         for choice in choices:
             ids = self._tokenizer.encode(choice, add_special_tokens=False).ids

@@ -11,7 +11,7 @@ from typing import Any
 import ctranslate2
 import numpy as np
 
-from mailbot.errors import ConfigError
+from mailbot.errors import ConfigError, ModelError
 
 log = logging.getLogger(__name__)
 
@@ -111,13 +111,19 @@ def load_ct2_model(
                 intra_threads,
                 inter_threads,
             )
-            model = factory(
-                str(model_dir),
-                device=device,
-                compute_type=compute_type,
-                intra_threads=intra_threads,
-                inter_threads=inter_threads,
-            )
+            try:
+                model = factory(
+                    str(model_dir),
+                    device=device,
+                    compute_type=compute_type,
+                    intra_threads=intra_threads,
+                    inter_threads=inter_threads,
+                )
+            except (RuntimeError, ValueError) as exc:
+                # e.g. a model converted by a newer CTranslate2, or a damaged config.json
+                raise ModelError(
+                    f"{model_dir}: CTranslate2 cannot load this model ({exc})"
+                ) from None
             _MODELS[key] = model
         return model
 
