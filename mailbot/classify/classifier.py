@@ -12,6 +12,7 @@ from typing import Any
 from mailbot.classify.generative import ChoiceScorer, generator_intent
 from mailbot.classify.head import Head
 from mailbot.classify.language import detect_language
+from mailbot.classify.lexical import gram_counts
 from mailbot.classify.result import Classification
 from mailbot.classify.store import HEAD_NAMES, HeadStore, TextEncoder
 from mailbot.config import ClassifierSettings, Config
@@ -32,12 +33,13 @@ class Classifier:
         self,
         encoder: TextEncoder,
         store: HeadStore,
-        settings: ClassifierSettings = ClassifierSettings(),
+        settings: ClassifierSettings | None = None,
         *,
         generator: ChoiceScorer | None = None,
     ) -> None:
         self.encoder = encoder
         self.store = store
+        settings = settings or ClassifierSettings()
         self.settings = settings
         self.generator = generator if settings.use_generator else None
         if settings.use_generator and generator is None:
@@ -76,11 +78,16 @@ class Classifier:
                 record_id = record.id if record else None
                 if name in self._heads and self._record_ids.get(name) == record_id:
                     continue
-                head = Head.load(record.path) if record else self.store.seed_head(name, self.encoder)
+                head = (
+                    Head.load(record.path) if record else self.store.seed_head(name, self.encoder)
+                )
                 if head.encoder_version and head.encoder_version != self.encoder.version:
                     log.warning(
                         "the %s head %s was trained on encoder version %s, not %s; retrain it",
-                        name, head.version, head.encoder_version, self.encoder.version,
+                        name,
+                        head.version,
+                        head.encoder_version,
+                        self.encoder.version,
                     )
                 self._heads[name] = head
                 self._record_ids[name] = record_id
@@ -104,14 +111,21 @@ class Classifier:
             return []
         heads = self._heads  # one consistent set even if refresh() swaps them meanwhile
         embedded = self.encoder.embed(list(texts))
-        predictions = {name: heads[name].predict(texts, embedded.vectors) for name in HEAD_NAMES}
+        # The n-grams are counted once per text and shared by the three lexical heads.
+        grams = [gram_counts(text) for text in texts]
+        predictions = {
+            name: heads[name].predict(grams, embedded.vectors, out_of_scope=name == "intent")
+            for name in HEAD_NAMES
+        }
         threshold = self.oos_threshold(heads["intent"])
         versions = tuple((name, heads[name].version) for name in HEAD_NAMES)
         results = []
         for row, text in enumerate(texts):
             intent = predictions["intent"].top(row)
             model, model_version, head_version = (
-                self.encoder.name, self.encoder.version, heads["intent"].version
+                self.encoder.name,
+                self.encoder.version,
+                heads["intent"].version,
             )
             if self.generator is not None:
                 allowed = list(self.settings.intents) or list(heads["intent"].labels)

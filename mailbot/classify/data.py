@@ -28,7 +28,9 @@ class LabeledExamples:
         return len(self.texts)
 
 
-def read_labeled_csv(path: Path | str, text_col: str = "text", label_col: str = "label") -> LabeledExamples:
+def read_labeled_csv(
+    path: Path | str, text_col: str = "text", label_col: str = "label"
+) -> LabeledExamples:
     """Read a CSV with a header row; rows with an empty text or label are skipped."""
     path = Path(path)
     try:

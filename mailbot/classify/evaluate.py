@@ -10,7 +10,13 @@ import numpy as np
 
 from mailbot.classify.data import LabeledExamples
 from mailbot.classify.store import TextEncoder, embed_texts, train_from_examples
-from mailbot.classify.train import Progress, TrainingDataError, TrainOptions, _quiet_progress
+from mailbot.classify.train import (
+    DEFAULT_OPTIONS,
+    Progress,
+    TrainingDataError,
+    TrainOptions,
+    _quiet_progress,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +76,7 @@ def evaluate_head(
     seeds: int = 1,
     oos_label: str | None = None,
     false_rejection: float = 0.05,
-    options: TrainOptions = TrainOptions(),
+    options: TrainOptions = DEFAULT_OPTIONS,
     progress: Progress = _quiet_progress,
 ) -> EvalReport:
     """Train `seeds` times and score on `test`; with `oos_label`, those rows are out of scope."""
@@ -100,7 +106,11 @@ def evaluate_head(
         vectors = train_vectors[[index[text] for text in subset.texts]]
         progress(f"seed {seed + 1}/{seeds}: training on {len(subset)} examples")
         head = train_from_examples(
-            name, subset, encoder, options=_with_seed(options, seed), progress=progress,
+            name,
+            subset,
+            encoder,
+            options=_with_seed(options, seed),
+            progress=progress,
             vectors=vectors,
         )
         prediction = head.predict(test.texts, test_vectors)

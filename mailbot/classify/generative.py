@@ -44,7 +44,9 @@ def generator_intent(generator: ChoiceScorer, text: str, labels: Sequence[str]) 
         raise ValueError("no labels to choose from")
     choices = [" " + label_phrase(label) for label in labels]
     # Counting the end token keeps a label that is a prefix of another from winning by default.
-    scores = np.array(generator.score_choices(intent_prompt(text, labels), choices, include_end=True))
+    scores = np.array(
+        generator.score_choices(intent_prompt(text, labels), choices, include_end=True)
+    )
     probs = softmax(scores[None, :])[0]
     order = np.argsort(-probs)
     second = int(order[1]) if len(order) > 1 else None

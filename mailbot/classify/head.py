@@ -12,8 +12,9 @@ target false-rejection rate without retraining.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ import numpy as np
 from mailbot.classify.lexical import LexicalVectorizer, sparse_logits
 from mailbot.classify.result import LabelScore
 from mailbot.errors import ModelError
+
+TextsOrGrams = Sequence[str] | Sequence[Counter[str]]
 
 HEAD_FORMAT = 1
 HEAD_FILE = "head.json"
@@ -94,22 +97,36 @@ class Head:
     encoder_version: str = ""
     version: str = ""
     metrics: dict[str, Any] | None = None
+    _lexical_t: np.ndarray | None = field(default=None, repr=False)
 
-    def logits(self, texts: Sequence[str], vectors: np.ndarray) -> np.ndarray:
+    def logits(self, texts: TextsOrGrams, vectors: np.ndarray) -> np.ndarray:
         """Uncalibrated ensemble log-scores, (n, labels)."""
         z = self.mix * log_softmax(vectors @ self.embed_weights.T + self.embed_bias)
-        if self.lexical is not None and self.lexical_weights is not None and self.mix < 1.0:
-            lex = sparse_logits(
-                self.lexical.transform(texts), self.lexical_weights, self.lexical_bias
-            )
+        if (
+            self.lexical is not None
+            and self.lexical_weights is not None
+            and self.lexical_bias is not None
+            and self.mix < 1.0
+        ):
+            if self._lexical_t is None:
+                self._lexical_t = np.ascontiguousarray(self.lexical_weights.T)
+            lex = sparse_logits(self.lexical.transform(texts), self._lexical_t, self.lexical_bias)
             z = z + (1.0 - self.mix) * log_softmax(lex)
         return z
 
-    def predict(self, texts: Sequence[str], vectors: np.ndarray) -> HeadPrediction:
-        """Calibrated probabilities and out-of-scope scores for embedded texts."""
+    def predict(
+        self, texts: TextsOrGrams, vectors: np.ndarray, *, out_of_scope: bool = True
+    ) -> HeadPrediction:
+        """Calibrated probabilities and OOS scores; `texts` may be their `gram_counts`.
+
+        Without `out_of_scope` the scores are all zero (priority and sentiment need none).
+        """
         vectors = np.asarray(vectors, dtype=np.float32)
         probs = softmax(self.logits(texts, vectors) / self.temperature)
-        oos = oos_scores(probs, knn_similarity(vectors, self.reference))
+        if out_of_scope:
+            oos = oos_scores(probs, knn_similarity(vectors, self.reference))
+        else:
+            oos = np.zeros(len(probs), np.float32)
         return HeadPrediction(self.labels, probs, oos)
 
     def oos_threshold(self, false_rejection: float) -> float:
@@ -146,7 +163,7 @@ class Head:
             arrays["lexical_idf"] = self.lexical.idf
             arrays["lexical_weights"] = self.lexical_weights.astype(np.float32)
             arrays["lexical_bias"] = np.asarray(self.lexical_bias, np.float32)
-        np.savez(directory / WEIGHTS_FILE, **arrays)
+        np.savez(directory / WEIGHTS_FILE, **arrays)  # type: ignore[arg-type]
         (directory / HEAD_FILE).write_text(json.dumps(meta, ensure_ascii=False), "utf-8")
 
     @classmethod

@@ -77,25 +77,33 @@ class LexicalVectorizer:
         idf = np.array([math.log((1 + n) / (1 + count)) + 1.0 for _, count in kept])
         return cls(vocabulary, idf, char_range)
 
-    def transform_row(self, text: str) -> SparseRow:
-        """One text as sparse (indices, values)."""
-        counts: Counter[int] = Counter()
-        vocabulary = self.vocabulary
-        for gram in _grams(text, self.char_range):
-            index = vocabulary.get(gram)
+    def transform_row(self, text: str | Counter[str]) -> SparseRow:
+        """One text (or its `gram_counts`) as sparse (indices, values)."""
+        grams = text if isinstance(text, Counter) else gram_counts(text, self.char_range)
+        lookup = self.vocabulary.get
+        found: list[int] = []
+        counts: list[int] = []
+        for gram, count in grams.items():
+            index = lookup(gram)
             if index is not None:
-                counts[index] += 1
-        if not counts:
+                found.append(index)
+                counts.append(count)
+        if not found:
             return np.zeros(0, np.int32), np.zeros(0, np.float32)
-        indices = np.fromiter(counts.keys(), np.int32, len(counts))
-        tf = np.fromiter(counts.values(), np.float32, len(counts))
+        indices = np.array(found, np.int32)
+        tf = np.array(counts, np.float32)
         values = (1.0 + np.log(tf)) * self.idf[indices]
         values /= np.linalg.norm(values)
         return indices, values.astype(np.float32)
 
-    def transform(self, texts: Sequence[str]) -> list[SparseRow]:
-        """Many texts as sparse rows."""
+    def transform(self, texts: Sequence[str] | Sequence[Counter[str]]) -> list[SparseRow]:
+        """Many texts (or their gram counts) as sparse rows."""
         return [self.transform_row(text) for text in texts]
+
+
+def gram_counts(text: str, char_range: tuple[int, int] = (2, 5)) -> Counter[str]:
+    """How often each feature string occurs in a text; heads sharing one text reuse this."""
+    return Counter(_grams(text, char_range))
 
 
 def _grams(text: str, char_range: tuple[int, int]) -> Iterable[str]:
@@ -104,12 +112,16 @@ def _grams(text: str, char_range: tuple[int, int]) -> Iterable[str]:
     yield from _char_grams(words, *char_range)
 
 
-def sparse_logits(rows: Sequence[SparseRow], weights: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    """Linear scores of sparse rows against a dense (labels, features) weight matrix."""
+def sparse_logits(rows: Sequence[SparseRow], weights_t: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """Linear scores of sparse rows against (features, labels) weights.
+
+    The weights are passed transposed and C-ordered so that each row's features gather
+    contiguous memory; gathering columns of (labels, features) is several times slower.
+    """
     out = np.tile(bias.astype(np.float32), (len(rows), 1))
     for i, (indices, values) in enumerate(rows):
         if len(indices):
-            out[i] += weights[:, indices] @ values
+            out[i] += values @ weights_t[indices]
     return out
 
 

@@ -21,7 +21,13 @@ from sqlalchemy import select, update
 
 from mailbot.classify.data import LabeledExamples, read_labeled_csv
 from mailbot.classify.head import HEAD_FORMAT, Head
-from mailbot.classify.train import Progress, TrainOptions, _quiet_progress, train_head
+from mailbot.classify.train import (
+    DEFAULT_OPTIONS,
+    Progress,
+    TrainOptions,
+    _quiet_progress,
+    train_head,
+)
 from mailbot.db import Artifact, Database
 from mailbot.errors import ModelError
 
@@ -69,7 +75,9 @@ def label_phrase(label: str) -> str:
     return label.replace("_", " ").replace("-", " ").strip()
 
 
-def embed_texts(encoder: TextEncoder, texts: Sequence[str], progress: Progress, what: str) -> np.ndarray:
+def embed_texts(
+    encoder: TextEncoder, texts: Sequence[str], progress: Progress, what: str
+) -> np.ndarray:
     """Embed in chunks, reporting progress; returns float32 (n, dim)."""
     chunk = 512
     parts = []
@@ -84,7 +92,7 @@ def train_from_examples(
     examples: LabeledExamples,
     encoder: TextEncoder,
     *,
-    options: TrainOptions = TrainOptions(),
+    options: TrainOptions = DEFAULT_OPTIONS,
     progress: Progress = _quiet_progress,
     vectors: np.ndarray | None = None,
 ) -> Head:
@@ -127,8 +135,13 @@ class HeadStore:
         head.version = f"{now:%Y%m%dT%H%M%S}-{secrets.token_hex(3)}"
         directory = self.heads_dir(head.name) / head.version
         _write_atomically(head, directory)
-        metrics = dict(head.metrics or {}, source=source, encoder=head.encoder,
-                       encoder_version=head.encoder_version, labels_list=list(head.labels))
+        metrics = dict(
+            head.metrics or {},
+            source=source,
+            encoder=head.encoder,
+            encoder_version=head.encoder_version,
+            labels_list=list(head.labels),
+        )
         with self.database.session() as session:
             row = Artifact(
                 kind=HEAD_KIND,
@@ -173,17 +186,28 @@ class HeadStore:
         with self.database.session() as session:
             done = session.execute(
                 update(Artifact)
-                .where(Artifact.kind == HEAD_KIND, Artifact.name == name, Artifact.version == version)
+                .where(
+                    Artifact.kind == HEAD_KIND, Artifact.name == name, Artifact.version == version
+                )
                 .values(promoted=promoted)
             )
             if done.rowcount == 0:  # type: ignore[attr-defined]
                 raise ModelError(f"no {name} head with version {version!r}")
 
-    def seed_head(self, name: str, encoder: TextEncoder, options: TrainOptions = TrainOptions()) -> Head:
+    def seed_head(
+        self, name: str, encoder: TextEncoder, options: TrainOptions = DEFAULT_OPTIONS
+    ) -> Head:
         """The head trained on the packaged seed set, trained once per encoder and cached."""
         examples = seed_examples(name)
         digest = hashlib.sha256()
-        for part in (HEAD_FORMAT, encoder.name, encoder.version, options, examples.texts, examples.labels):
+        for part in (
+            HEAD_FORMAT,
+            encoder.name,
+            encoder.version,
+            options,
+            examples.texts,
+            examples.labels,
+        ):
             digest.update(repr(part).encode())
         directory = self.heads_dir(name) / f"seed-{digest.hexdigest()[:12]}"
         if (directory / "head.json").is_file():

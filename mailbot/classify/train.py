@@ -44,6 +44,9 @@ class TrainOptions:
     max_iter: int = 1000
 
 
+DEFAULT_OPTIONS = TrainOptions()
+
+
 def _quiet_progress(_message: str) -> None:
     pass
 
@@ -97,7 +100,9 @@ def _fit(
     x, target = vectors, y
     if extra is not None:
         x, target = np.vstack([vectors, extra[0]]), np.concatenate([y, extra[1]])
-    embed = _full_coef(_logistic(x, target, options.embed_c, options.max_iter), n_labels, x.shape[1])
+    embed = _full_coef(
+        _logistic(x, target, options.embed_c, options.max_iter), n_labels, x.shape[1]
+    )
     lexical = None
     if options.lexical:
         vectorizer = LexicalVectorizer.fit(texts)
@@ -116,7 +121,8 @@ def _fold_logp(
     if fitted.lexical is None:
         return embed, None
     vectorizer, weights, bias = fitted.lexical
-    return embed, log_softmax(sparse_logits(vectorizer.transform(texts), weights, bias))
+    rows = vectorizer.transform(texts)
+    return embed, log_softmax(sparse_logits(rows, np.ascontiguousarray(weights.T), bias))
 
 
 def train_head(
@@ -126,14 +132,16 @@ def train_head(
     vectors: np.ndarray,
     *,
     label_vectors: dict[str, np.ndarray] | None = None,
-    options: TrainOptions = TrainOptions(),
+    options: TrainOptions = DEFAULT_OPTIONS,
     progress: Progress = _quiet_progress,
 ) -> Head:
     """Train a calibrated head on embedded examples; `label_vectors` adds label-name examples."""
     started = time.monotonic()
     counts = Counter(labels)
     if len(counts) < 2:
-        raise TrainingDataError(f"training a {name} head needs at least two labels, got {len(counts)}")
+        raise TrainingDataError(
+            f"training a {name} head needs at least two labels, got {len(counts)}"
+        )
     thin = sorted(label for label, count in counts.items() if count < 2)
     if thin:
         raise TrainingDataError(

@@ -153,21 +153,47 @@ def evaluate() -> None:
 
 def _eval_command(name: str) -> click.Command:
     @click.command(name=name, help=f"Train the {name} head on --train, report on --test.")
-    @click.option("--train", "train_file", required=True,
-                  type=click.Path(dir_okay=False, path_type=Path), help="Training CSV.")
-    @click.option("--test", "test_file", required=True,
-                  type=click.Path(dir_okay=False, path_type=Path), help="Test CSV.")
-    @click.option("--shots", type=click.IntRange(min=2), default=None,
-                  help="Train on N examples per label, sampled per seed.")
-    @click.option("--seeds", type=click.IntRange(min=1), default=None,
-                  help="Repetitions to average (default: 3 with --shots, else 1).")
-    @click.option("--oos-label", default=None,
-                  help="Test rows with this label are out of scope (and left out of training).")
+    @click.option(
+        "--train",
+        "train_file",
+        required=True,
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Training CSV.",
+    )
+    @click.option(
+        "--test",
+        "test_file",
+        required=True,
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Test CSV.",
+    )
+    @click.option(
+        "--shots",
+        type=click.IntRange(min=2),
+        default=None,
+        help="Train on N examples per label, sampled per seed.",
+    )
+    @click.option(
+        "--seeds",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Repetitions to average (default: 3 with --shots, else 1).",
+    )
+    @click.option(
+        "--oos-label",
+        default=None,
+        help="Test rows with this label are out of scope (and left out of training).",
+    )
     @click.option("--text-col", default="text", show_default=True, help="Column with the text.")
     @click.option("--label-col", default="label", show_default=True, help="Column with the label.")
     def command(
-        train_file: Path, test_file: Path, shots: int | None, seeds: int | None,
-        oos_label: str | None, text_col: str, label_col: str,
+        train_file: Path,
+        test_file: Path,
+        shots: int | None,
+        seeds: int | None,
+        oos_label: str | None,
+        text_col: str,
+        label_col: str,
     ) -> int:
         from mailbot.classify.data import read_labeled_csv
         from mailbot.classify.evaluate import evaluate_head
@@ -176,17 +202,22 @@ def _eval_command(name: str) -> click.Command:
         train_set = read_labeled_csv(train_file, text_col, label_col)
         test_set = read_labeled_csv(test_file, text_col, label_col)
         report = evaluate_head(
-            name, _encoder(config), train_set, test_set,
-            shots=shots, seeds=seeds or (3 if shots else 1), oos_label=oos_label,
+            name,
+            _encoder(config),
+            train_set,
+            test_set,
+            shots=shots,
+            seeds=seeds or (3 if shots else 1),
+            oos_label=oos_label,
             false_rejection=config.classifier.oos_false_rejection,
-            options=_options(config), progress=_progress(),
+            options=_options(config),
+            progress=_progress(),
         )
         width = max(len(r.label) for r in report.labels)
         click.echo(f"{'label':<{width}}  precision  recall  f1      support")
         for r in report.labels:
-            click.echo(
-                f"{r.label:<{width}}  {r.precision:9.4f}  {r.recall:6.4f}  {r.f1:6.4f}  {r.support:7d}"
-            )
+            figures = f"{r.precision:9.4f}  {r.recall:6.4f}  {r.f1:6.4f}  {r.support:7d}"
+            click.echo(f"{r.label:<{width}}  {figures}")
         click.echo(f"train_examples={report.train_size} test_examples={report.test_size}")
         click.echo("seed_accuracies=" + ",".join(f"{a:.4f}" for a in report.accuracies))
         click.echo(f"ece={report.ece:.4f}")
