@@ -80,8 +80,11 @@ def test_demo_processes_the_bundled_samples(tmp_path: Path, encoder_dir: Path) -
     assert all("no automatic reply" in m["reason"] for m in skipped)
     answered = [m for m in messages if m["status"] != "skipped"]
     assert all(m["subject"] and m["from"] for m in answered)
-    # Classified out of the box, by the seed heads, with the model named.
-    assert all(m["status"] == "classified" for m in answered)
+    # Classified out of the box by the seed heads, and most answered with a draft.
+    assert all("intent" in m for m in answered)
+    drafted = [m for m in answered if m.get("draft")]
+    assert len(drafted) >= len(answered) // 2
+    assert all(m["draft"]["body"].startswith(("Hello", "Guten Tag", "Hola")) for m in drafted)
     intents = {m["file"]: m["intent"]["label"] for m in answered}
     assert intents["01_order_status.eml"] == "order_status"
     assert intents["03_cancellation.eml"] == "cancellation"

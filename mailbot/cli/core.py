@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
@@ -132,7 +133,11 @@ def demo(keep: bool, as_json: bool) -> int:
     from mailbot.sources.local import ingest_local
     from mailbot.stages import build_stages
 
-    config = get_state().config
+    state = get_state()
+    config = state.config
+    if not state.verbosity:
+        # The demo prints what it did; the worker's progress log would only interleave.
+        logging.getLogger("mailbot").setLevel(logging.WARNING)
     db_path = config.data_path / "demo.db"
     if not keep:
         for suffix in ("", "-wal", "-shm"):
@@ -179,6 +184,11 @@ def _demo_record(path: Path, processed: Any) -> dict[str, Any]:
         record["sentiment"] = classification.sentiment.label
         record["language"] = classification.language
         record["out_of_scope"] = classification.out_of_scope
+    draft = processed.results.get("draft")
+    if draft is not None:
+        record["draft"] = {"template": draft.template, "language": draft.language,
+                           "fields": dict(draft.fields), "body": draft.body,
+                           "needs_review": draft.needs_review}
     return record
 
 
@@ -197,6 +207,14 @@ def _print_demo_record(record: dict[str, Any]) -> None:
     snippet = " ".join(record["text"].split())[:120]
     if snippet:
         click.echo(f"    text:   {snippet}")
+    if record.get("draft"):
+        draft = record["draft"]
+        fields = ", ".join(f"{k}={v}" for k, v in draft["fields"].items()) or "none"
+        click.echo(f"    fields: {fields}")
+        click.echo(f"    draft:  ({draft['template']}"
+                   + (", needs review" if draft["needs_review"] else "") + ")")
+        for line in draft["body"].rstrip().splitlines():
+            click.echo(f"      | {line}")
 
 
 @click.group()
