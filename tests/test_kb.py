@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -26,11 +27,9 @@ GIFT_CARD_PAGES = [
 ]  # fmt: skip
 
 
-def make_kb(database: Database, encoder: object, **settings: object) -> KnowledgeBase:
+def make_kb(database: Database, encoder: Any, **settings: Any) -> KnowledgeBase:
     # refresh_seconds=0: every search checks the database, as a test wants.
-    return KnowledgeBase(
-        database, KnowledgeBaseSettings(refresh_seconds=0, **settings), encoder  # type: ignore[arg-type]
-    )
+    return KnowledgeBase(database, KnowledgeBaseSettings(refresh_seconds=0, **settings), encoder)
 
 
 @pytest.fixture()
@@ -175,10 +174,12 @@ def test_index_follows_changes_made_by_another_process(
     assert Path(kb.search("loyalty points", 1)[0].source).name == "faq.txt"
     # Another process (here: plain SQL) removes a document behind this one's back.
     with database.session() as session:
-        session.execute(text(
-            "DELETE FROM kb_passages WHERE document_id IN "
-            "(SELECT id FROM kb_documents WHERE source LIKE '%faq.txt')"
-        ))
+        session.execute(
+            text(
+                "DELETE FROM kb_passages WHERE document_id IN "
+                "(SELECT id FROM kb_documents WHERE source LIKE '%faq.txt')"
+            )
+        )
     assert all(Path(p.source).name != "faq.txt" for p in kb.search("loyalty points", 5))
 
 
@@ -211,8 +212,10 @@ def test_passages_of_another_encoder_are_left_out_until_added_again(
         ("I need an invoice with my company name", "Payments and billing > Invoices"),
         ("the reset link never shows up in my inbox", "Account security > Password reset"),
         ("lost my phone, can't get the authenticator code", "Account security > Two-factor"),
-        ("someone logged into my account from another country",
-         "Account security > Suspicious sign-in"),
+        (
+            "someone logged into my account from another country",
+            "Account security > Suspicious sign-in",
+        ),
         ("how do I swap my boots for a bigger size", "Returns and exchanges > Exchanges"),
         ("the zip on my jacket broke after a year", "Warranty and repairs"),
     ],
@@ -324,7 +327,10 @@ def test_cli_refuses_missing_and_unsupported_files_without_a_traceback(
     def mailbot(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "mailbot", "--config", config, "kb", *args],
-            capture_output=True, text=True, timeout=120, cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
         )
 
     missing = mailbot("add", str(tmp_path / "nowhere.md"))

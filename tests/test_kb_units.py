@@ -22,7 +22,9 @@ def _pdf_string(text: str) -> str:
     return "(" + text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)") + ")"
 
 
-def write_pdf(path: Path, pages: list[list[str]], *, title: str = "", compress: bool = True) -> Path:
+def write_pdf(
+    path: Path, pages: list[list[str]], *, title: str = "", compress: bool = True
+) -> Path:
     """Write a valid PDF with Helvetica text lines, one list of lines per page, by hand.
 
     Content streams are Flate-compressed like those of real PDF writers.
@@ -48,13 +50,16 @@ def write_pdf(path: Path, pages: list[list[str]], *, title: str = "", compress: 
             data = zlib.compress(content)
             objects.append(
                 f"<< /Length {len(data)} /Filter /FlateDecode >>\nstream\n".encode()
-                + data + b"\nendstream"
+                + data
+                + b"\nendstream"
             )
         else:
-            objects.append(f"<< /Length {len(content)} >>\nstream\n".encode()
-                           + content + b"\nendstream")
-    objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica "
-                   b"/Encoding /WinAnsiEncoding >>")
+            objects.append(
+                f"<< /Length {len(content)} >>\nstream\n".encode() + content + b"\nendstream"
+            )
+    objects.append(
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>"
+    )
     objects.append(f"<< /Title {_pdf_string(title)} /Producer (mailbot tests) >>".encode())
     out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
     offsets = []
@@ -65,8 +70,10 @@ def write_pdf(path: Path, pages: list[list[str]], *, title: str = "", compress: 
     out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
     for offset in offsets:
         out += f"{offset:010d} 00000 n \n".encode()
-    out += (f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R /Info {info_id} 0 R >>\n"
-            f"startxref\n{xref}\n%%EOF\n").encode()
+    out += (
+        f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R /Info {info_id} 0 R >>\n"
+        f"startxref\n{xref}\n%%EOF\n"
+    ).encode()
     path.write_bytes(bytes(out))
     return path
 
@@ -125,8 +132,10 @@ def test_pdf_text_is_extracted(tmp_path: Path, compress: bool) -> None:
     pdf = write_pdf(
         tmp_path / "gift-cards.pdf",
         [
-            ["Gift cards are valid for three years from the date of purchase.",
-             "They can be used online and in our Hamburg store."],
+            [
+                "Gift cards are valid for three years from the date of purchase.",
+                "They can be used online and in our Hamburg store.",
+            ],
             ["A lost gift card can be blocked and replaced (keep the receipt)."],
         ],
         title="Gift card terms",

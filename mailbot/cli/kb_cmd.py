@@ -62,9 +62,7 @@ def add(paths: tuple[Path, ...], force: bool, as_json: bool) -> int:
     knowledge = _knowledge_base()
     results = []
     if len(files) >= PROGRESS_MIN_FILES:
-        with click.progressbar(
-            length=len(files), label="adding documents", file=sys.stderr
-        ) as bar:
+        with click.progressbar(length=len(files), label="adding documents", file=sys.stderr) as bar:
             results = knowledge.add(files, force=force, on_file=lambda _r: bar.update(1))
     else:
         results = knowledge.add(files, force=force)
@@ -131,17 +129,28 @@ def remove(references: tuple[str, ...]) -> int:
     knowledge = _knowledge_base()
     for reference in references:
         for d in knowledge.remove(reference):
-            click.echo(f"removed {d.id} {_shown(d.source)} (version {d.version}, "
-                       f"{d.passages} passages)")
+            click.echo(
+                f"removed {d.id} {_shown(d.source)} (version {d.version}, {d.passages} passages)"
+            )
     return int(ExitCode.OK)
 
 
 @kb.command()
 @click.argument("query")
-@click.option("--top", "top_k", type=click.IntRange(1, 100), default=None,
-              help="How many passages to show (default: kb.top_k).")
-@click.option("--mode", type=click.Choice(["hybrid", "vector", "keyword"]), default="hybrid",
-              show_default=True, help="Rank by both retrievers fused, or by one alone.")
+@click.option(
+    "--top",
+    "top_k",
+    type=click.IntRange(1, 100),
+    default=None,
+    help="How many passages to show (default: kb.top_k).",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["hybrid", "vector", "keyword"]),
+    default="hybrid",
+    show_default=True,
+    help="Rank by both retrievers fused, or by one alone.",
+)
 @json_option
 def search(query: str, top_k: int | None, mode: str, as_json: bool) -> int:
     """Show the passages that best answer QUERY, with scores, heading path and source."""

@@ -28,7 +28,7 @@ _STOPWORDS = frozenset(
     theirs them themselves then there these they this those through to too under until up
     very was we were what when where which while who whom why will with would you your yours
     yourself yourselves also already anything back dear get got hello hey hi know let like
-    long many much need please regards something still tell thank thanks want yet""".split()
+    long many much need please regards something still tell thank thanks want yet""".split()  # noqa: SIM905  (a word list reads better as text)
 )
 _SUFFIXES = (
     ("ies", "y"), ("sses", "ss"), ("ings", ""), ("ing", ""), ("edly", ""), ("ed", ""),
@@ -83,9 +83,9 @@ class BM25Index:
         rows: dict[str, list[int]] = {}
         freqs: dict[str, list[int]] = {}
         for row, counter in enumerate(counts):
-            for term, tf in counter.items():
+            for term, count in counter.items():
                 rows.setdefault(term, []).append(row)
-                freqs.setdefault(term, []).append(tf)
+                freqs.setdefault(term, []).append(count)
         self._postings: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._idf: dict[str, float] = {}
         self._rarest = math.log(1.0 + (self.size - 0.5) / 1.5)  # the IDF of a term with df 1

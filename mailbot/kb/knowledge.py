@@ -210,9 +210,7 @@ class KnowledgeBase:
             return [[] for _ in queries]
         # Embedded in keyword mode too, so every passage reports its real similarity.
         vectors = self.encoder.embed(queries).vectors
-        return index.search_many(
-            queries, vectors, top_k or self.settings.top_k, self.options, mode
-        )
+        return index.search_many(queries, vectors, top_k or self.settings.top_k, self.options, mode)
 
     def index(self) -> PassageIndex:
         """The in-memory index, rebuilt when the stored passages have changed."""

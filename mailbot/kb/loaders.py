@@ -182,7 +182,10 @@ def read_markdown(text: str, fallback_title: str) -> tuple[str, list[Section]]:
                 continue
             setext = _SETEXT.match(line)
             # A setext underline turns a one-line paragraph above it into a heading.
-            if setext and lines and lines[-1].strip() and (len(lines) == 1 or not lines[-2].strip()):
+            one_line_paragraph = bool(lines and lines[-1].strip()) and (
+                len(lines) == 1 or not lines[-2].strip()
+            )
+            if setext and one_line_paragraph:
                 heading = lines.pop()
                 open_heading(1 if setext.group(1)[0] == "=" else 2, heading)
                 continue
