@@ -389,8 +389,9 @@ class RouteSettings(_Section):
     skip_senders: list[Annotated[str, Field(min_length=1)]] = [
         "no-reply@*", "noreply@*", "do-not-reply@*", "donotreply@*",
     ]  # fmt: skip
-    # Ask the cloud LLM for its own classification too (kept as teacher labels).
-    llm_classify: bool = True
+    # When the cloud LLM also classifies (teacher labels): "always", "unsure" (only when the
+    # small model's intent is the problem: low confidence, out of scope) or "never".
+    llm_classify: Literal["always", "unsure", "never"] = "unsure"
     # Safety: link hosts and contacts (addresses, phone numbers) a reply may always mention.
     allowed_domains: list[Annotated[str, Field(min_length=1)]] = []
     allowed_contacts: list[Annotated[str, Field(min_length=1)]] = []

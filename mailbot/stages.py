@@ -1,7 +1,9 @@
-"""The pipeline's stages: parse, classify (extract, route and draft plug in after them).
+"""The pipeline's stages: parse, classify, extract, route, escalate and draft.
 
 Each stage takes what earlier stages produced (`item.results[...]`) and returns a
-`StageResult`; none touches the network or the database itself.
+`StageResult`; none opens a connection itself. What a stage needs from outside (the cloud
+LLM client, the thread history, the budget) is handed to it when it is built, and what it
+wants written (drafts, LLM calls, teacher labels) goes back as records for the runner.
 """
 
 from __future__ import annotations
@@ -116,7 +118,8 @@ class ExtractStage:
 
 
 class DraftStage:
-    """The reply from the intent's template, filled with the fields and policy passages."""
+    """The reply: the intent's template on the SLM route, the cloud LLM's body on the LLM
+    route; either way the body passes the safety checks before it becomes a draft."""
 
     name = "draft"
 
@@ -125,6 +128,7 @@ class DraftStage:
 
         from mailbot.draft.compose import DraftOptions
         from mailbot.draft.templates import ReplyTemplates
+        from mailbot.safety import SafetyChecker
 
         self.config = config
         settings = config.drafts
@@ -136,23 +140,42 @@ class DraftStage:
             from_name=settings.from_name, min_passage_score=settings.min_passage_score,
             html_alternative=settings.html_alternative,
         )
+        self.safety = SafetyChecker.from_config(config)
 
     def run(self, item: WorkItem) -> StageResult:
         from mailbot.db.drafts import DraftRecord
-        from mailbot.draft.compose import NoDraft, compose_draft
+        from mailbot.draft.compose import TEMPLATE_MODEL, NoDraft, compose_draft
         from mailbot.message import Address
+        from mailbot.route import own_addresses
+        from mailbot.safety import ReplyContext
 
         message = item.results["parse"]
         classification = item.results["classify"]
+        decision = item.results.get("route")
+        written, model = self._written_body(item)
+        language = classification.language
+        escalation = item.results.get("escalate")
+        if language == "und" and escalation is not None and escalation.classification:
+            language = escalation.classification.language
         sender = Address(self.options.from_name, self.config.reply_address(item.account))
+        passages = item.results.get("retrieve") or ()
         draft = compose_draft(
-            message, classification.intent.label, classification.language, sender,
+            message, classification.intent.label, language, sender,
             self.templates, self.options, extraction=item.results.get("extract"),
-            passages=item.results.get("retrieve") or (),
+            passages=passages, written_body=written, model=model or TEMPLATE_MODEL,
         )
         if isinstance(draft, NoDraft):
             return StageResult("skipped", reason=f"no draft: {draft.reason}", stop=True,
                                details={"reason": draft.reason})
+        report = self.safety.check(draft.body, ReplyContext(
+            message=message, extraction=item.results.get("extract"),
+            passages=[getattr(p, "text", "") for p in passages],
+            own_addresses=sorted({sender.email.lower(), *own_addresses(self.config)}),
+            recipients=[draft.to.email], language=draft.language,
+        ))
+        route = decision.route if decision is not None else "slm"
+        if not report.passed:
+            return self._held_back(decision, report, draft)
         record = DraftRecord(
             token=draft.token, reply_message_id=draft.message_id, template=draft.template,
             language=draft.language, subject=draft.subject, body=draft.body, mime=draft.mime,
@@ -160,22 +183,81 @@ class DraftStage:
             gates=dict(draft.gates), model=draft.model, model_version=draft.template_version,
             needs_review=draft.needs_review, review_reasons=list(draft.review_reasons),
         )
+        details = {**draft.summary(), "route": route, "model": draft.model,
+                   "safety": report.to_json()}
         return StageResult(
-            "ok", value=draft, status=MessageStatus.DRAFTED, details=draft.summary(),
+            "ok", value=draft, status=MessageStatus.DRAFTED, details=details,
             model=draft.model, model_version=draft.template_version, records=(record,),
         )
 
+    def _written_body(self, item: WorkItem) -> tuple[str | None, str | None]:
+        """A model-written body and its model: the cloud LLM's on the LLM route, else the
+        generator's when one drafted and passed its gates; (None, None) for the template."""
+        decision = item.results.get("route")
+        escalation = item.results.get("escalate")
+        if decision is not None and decision.route == "llm" and escalation is not None:
+            return escalation.body, escalation.model
+        generated = item.results.get("generate")
+        if generated is not None and getattr(generated, "passed", False):
+            return generated.body, getattr(generated, "model", None)
+        return None, None
 
-def build_stages(config: Config, database: Any = None) -> list[Any]:
-    """The stages in order, as the configuration asks for them (models load here, once)."""
+    def _held_back(self, decision: Any, report: Any, draft: Any) -> StageResult:
+        from mailbot.route import HUMAN, RouteDecision, RouteReason
+
+        reason = RouteReason("unsafe_draft", f"draft held back: {report.summary()}", HUMAN,
+                             {"violations": [v.to_json() for v in report.violations]})
+        human = (decision or RouteDecision("slm")).with_reason(reason, route=HUMAN)
+        details = {**human.to_json(), "safety": report.to_json(), "model": draft.model,
+                   "template": draft.template, "held_body": draft.body}
+        return StageResult("unsafe", value=human, status=MessageStatus.ROUTED,
+                           reason=human.summary(), stop=True, details=details,
+                           model=draft.model)
+
+
+def build_stages(config: Config, database: Any = None, *, until: str | None = None
+                 ) -> list[Any]:
+    """The stages in order, as the configuration asks for them (models load here, once).
+
+    With a database the router sees thread history and the cloud budget; `until` stops
+    after the named stage (`mailbot route` stops after "route": no LLM call, no draft).
+    """
     stages: list[Any] = [ParseStage()]
     if not config.classifier.enabled:
         return stages
     from mailbot.classify import Classifier
     from mailbot.fields import build_schema
 
-    stages.append(ClassifyStage(Classifier.from_config(config, database), config.cost.cpu_hour))
+    classifier = Classifier.from_config(config, database)
+    stages.append(ClassifyStage(classifier, config.cost.cpu_hour))
     stages.append(ExtractStage(build_schema(config.fields)))
+    # The knowledge-base retrieval stage ("retrieve") goes here, before the router.
+    if config.route.enabled:
+        stages.extend(_routing_stages(config, database, classifier, until=until))
+    if until is not None:
+        names = [s.name for s in stages]
+        return stages[: names.index(until) + 1] if until in names else stages
     if config.drafts.enabled:
         stages.append(DraftStage(config))
+    return stages
+
+
+def _routing_stages(config: Config, database: Any, classifier: Any, *, until: str | None
+                    ) -> list[Any]:
+    from mailbot.llm import LLMClient
+    from mailbot.route import BudgetGate, EscalateStage, LedgerLookup, RouteStage
+
+    budget = BudgetGate(database, config.cost) if database is not None else None
+    ledger = LedgerLookup(database) if database is not None else None
+    stages: list[Any] = [RouteStage(config, llm_available=config.llm.enabled, ledger=ledger,
+                                    budget=budget)]
+    if until == "route" or not config.llm.enabled:
+        return stages
+    client = LLMClient.from_config(config)
+    assert client is not None  # llm.enabled
+
+    def labels() -> list[str]:
+        return list(config.classifier.intents) or list(classifier.heads["intent"].labels)
+
+    stages.append(EscalateStage(config, client, labels=labels, budget=budget))
     return stages

@@ -25,6 +25,7 @@ _COMMAND_MODULES = (
     "redact_cmd",
     "draft_cmd",
     "kb_cmd",
+    "route_cmd",
 )
 
 

@@ -1,0 +1,306 @@
+"""Safety checks on every reply body before it becomes a draft, whoever wrote it.
+
+A model that read a hostile email may do what the email asked: write to another address,
+add a link that leaks data, promise a refund, or repeat its instructions. These checks run
+in code on the finished body (templates are trusted but checked the same way) and fail
+closed: a failed check sends the message to a person with the reason.
+
+What a reply may mention:
+- e-mail addresses of the thread's participants (From, Reply-To, To, Cc), our own
+  addresses, `route.allowed_contacts` and addresses in the knowledge-base passages used.
+  Addresses that only appear in the body of the customer's email are not enough: that body
+  is the part an attacker writes ("reply to attacker@evil.example instead");
+- links, phone numbers and file names that appear in the customer's email or the passages,
+  links to `route.allowed_domains` or our own domain, phone numbers in `allowed_contacts`;
+- amounts among those extracted from the email or written in the passages, and never a
+  promised refund or credit above `route.max_promised_amount`;
+- no markdown images or HTML (a plain-text reply needs neither; images fetch URLs), no
+  claim of an attachment (drafts carry none), no placeholder left over from
+  pseudonymisation, and no run of `prompt_overlap_words` words from a prompt template.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from mailbot.config import RouteSettings
+from mailbot.fields.money import find_money
+from mailbot.fields.patterns import find_emails, find_urls
+from mailbot.fields.phones import find_phones
+from mailbot.message import InboundMessage
+from mailbot.privacy.pseudonymise import PLACEHOLDER
+
+log = logging.getLogger(__name__)
+
+_MARKDOWN_IMAGE = re.compile(r"!\[[^\]\n]*\]\([^)\n]*\)")
+_MARKDOWN_LINK = re.compile(r"(?<!!)\[[^\]\n]+\]\(\s*(?:https?:|www\.|mailto:)[^)\n]*\)", re.I)
+_HTML_TAG = re.compile(
+    r"<\s*/?\s*(?:img|a|script|iframe|style|form|input|link|meta|object|embed|svg)\b", re.I
+)
+_FILENAME = re.compile(
+    r"(?<![\w/.-])[\w][\w .()-]{0,80}?\.(?:pdf|docx?|xlsx?|pptx?|odt|ods|zip|rar|7z|tar|gz|exe"
+    r"|msi|bat|cmd|scr|js|jar|apk|dmg|iso|html?|png|jpe?g|gif|csv|txt|ics|eml|vcf)\b",
+    re.IGNORECASE,
+)
+_ATTACH_CLAIM = re.compile(
+    r"\b(?:(?:we|i)(?:'ve| have)? attached|(?:please )?find attached|see (?:the )?attached"
+    r"|attached (?:is|you will find|please find|to this (?:e-?mail|message))"
+    r"|in the attachment|(?:im|siehe) anhang|anbei (?:finden|erhalten|senden)"
+    r"|adjunto (?:le|te|encontrar)"
+    r"|encontrará adjunto|ci-joint|en pièce jointe)\b",
+    re.IGNORECASE,
+)
+_PROMISE = re.compile(
+    r"\b(?:refund|reimburs|credit|compensat|pay(?:ing|ment)? (?:you|back|out)|transfer|wire"
+    r"|send you|erstatt|rückerstatt|gutschrift|überweis|reembols|devolv|rembours|virement)",
+    re.IGNORECASE,
+)
+_SENTENCE = re.compile(r"[^.!?\n]+[.!?]?")
+_WORD = re.compile(r"\w+", re.UNICODE)
+_JINJA = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """One failed check: which, what was found, and a sentence for the agent."""
+
+    check: str  # "recipient", "email", "link", "phone", "attachment", "amount", "promise",
+    # "markup", "placeholder" or "prompt_leak"
+    found: str
+    text: str
+
+    def to_json(self) -> dict[str, str]:
+        """`{"check", "found", "text"}`."""
+        return {"check": self.check, "found": self.found, "text": self.text}
+
+
+@dataclass(frozen=True, slots=True)
+class SafetyReport:
+    """The outcome of all checks on one reply body."""
+
+    violations: tuple[Violation, ...] = ()
+
+    @property
+    def passed(self) -> bool:
+        return not self.violations
+
+    def summary(self) -> str:
+        """The violations as one line for the agent."""
+        return "; ".join(v.text for v in self.violations)
+
+    def to_json(self) -> dict[str, Any]:
+        """`{"passed", "violations": [...]}`."""
+        return {"passed": self.passed, "violations": [v.to_json() for v in self.violations]}
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyContext:
+    """What a reply to one message may draw on."""
+
+    message: InboundMessage
+    extraction: Any = None
+    passages: Sequence[str] = ()
+    own_addresses: Sequence[str] = ()
+    recipients: Sequence[str] = ()  # the draft's To and Cc addresses
+    language: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def customer_text(self) -> str:
+        return f"{self.message.subject}\n{self.message.text}"
+
+    def thread_addresses(self) -> set[str]:
+        m = self.message
+        found = [*m.reply_to, *m.to, *m.cc, *([m.from_addr] if m.from_addr else [])]
+        return {a.email.lower() for a in found}
+
+
+class SafetyChecker:
+    """Checks reply bodies; built once from the config and the prompt templates."""
+
+    def __init__(
+        self,
+        settings: RouteSettings,
+        *,
+        prompt_texts: Iterable[str] = (),
+        phone_regions: Sequence[str] = ("US", "GB", "DE", "FR", "ES", "IT", "NL", "AT", "CH"),
+    ) -> None:
+        self.settings = settings
+        self.phone_regions = tuple(phone_regions)
+        self.allowed_domains = {d.lower().lstrip("@.") for d in settings.allowed_domains}
+        contacts = "\n".join(settings.allowed_contacts)
+        self.allowed_emails = {c.value for c in find_emails(contacts)}
+        self.allowed_phones = _phones(contacts, self.phone_regions, None)
+        self.max_promised = Decimal(str(settings.max_promised_amount))
+        self.n = settings.prompt_overlap_words
+        self.prompt_ngrams: set[tuple[str, ...]] = set()
+        for text in prompt_texts:
+            for segment in _JINJA.split(text):  # a run of words never spans a template tag
+                self.prompt_ngrams.update(_ngrams(segment, self.n))
+
+    @classmethod
+    def from_config(cls, config: Any) -> SafetyChecker:
+        """A checker with the config's route settings and the prompt templates in use."""
+        from mailbot.llm.prompts import default_prompts_dir
+
+        directory = (config.base_dir / config.llm.prompts_dir if config.llm.prompts_dir
+                     else default_prompts_dir())
+        texts = [p.read_text(encoding="utf-8") for p in sorted(Path(directory).glob("*.j2"))]
+        return cls(config.route, prompt_texts=texts, phone_regions=config.fields.phone_regions)
+
+    def check(self, body: str, context: ReplyContext) -> SafetyReport:
+        """Run every check on `body`; the report lists each violation found."""
+        violations: list[Violation] = []
+        for check in (self._recipients, self._markup, self._placeholders, self._emails,
+                      self._links, self._phones, self._attachments, self._amounts,
+                      self._prompt_leak):
+            violations.extend(check(body, context))
+        if violations:
+            log.info("reply held back by %d safety check(s): %s", len(violations),
+                     ", ".join(sorted({v.check for v in violations})))
+        return SafetyReport(tuple(violations))
+
+    # --- the checks ------------------------------------------------------------------------
+
+    def _recipients(self, body: str, context: ReplyContext) -> list[Violation]:
+        allowed = context.thread_addresses()
+        return [Violation("recipient", r, f"recipient {r} is not part of the original thread")
+                for r in context.recipients if r.lower() not in allowed]
+
+    def _markup(self, body: str, context: ReplyContext) -> list[Violation]:
+        found = [*(m.group() for m in _MARKDOWN_IMAGE.finditer(body)),
+                 *(m.group() for m in _MARKDOWN_LINK.finditer(body)),
+                 *(m.group() for m in _HTML_TAG.finditer(body))]
+        return [Violation("markup", f[:120], f"markup that can load or hide a link: {f[:80]!r}")
+                for f in found]
+
+    def _placeholders(self, body: str, context: ReplyContext) -> list[Violation]:
+        return [Violation("placeholder", m.group(), f"placeholder {m.group()} left in the reply")
+                for m in PLACEHOLDER.finditer(body)]
+
+    def _emails(self, body: str, context: ReplyContext) -> list[Violation]:
+        allowed = context.thread_addresses() | {a.lower() for a in context.own_addresses}
+        allowed |= {str(a).lower() for a in self.allowed_emails}
+        for passage in context.passages:
+            allowed |= {str(c.value).lower() for c in find_emails(passage)}
+        out = []
+        for c in find_emails(body):
+            address = str(c.value)
+            if address.lower() not in allowed:
+                out.append(Violation("email", address,
+                                     f"e-mail address {address} is not one of the thread's"))
+        return out
+
+    def _links(self, body: str, context: ReplyContext) -> list[Violation]:
+        sources = [context.customer_text, *context.passages]
+        own = {a.rpartition("@")[2].lower() for a in context.own_addresses if "@" in a}
+        out = []
+        for c in find_urls(body):
+            url = str(c.value)
+            if any(url in source for source in sources):
+                continue
+            host = _host(url)
+            if host and any(host == d or host.endswith("." + d)
+                            for d in self.allowed_domains | own):
+                continue
+            out.append(Violation("link", url, f"link {url} is in neither the email, the "
+                                              "knowledge base nor route.allowed_domains"))
+        return out
+
+    def _phones(self, body: str, context: ReplyContext) -> list[Violation]:
+        found = _phones(body, self.phone_regions, context.language)
+        if not found:
+            return []
+        allowed = set(self.allowed_phones)
+        for text in (context.customer_text, *context.passages):
+            allowed |= _phones(text, self.phone_regions, context.language)
+        return [Violation("phone", p, f"phone number {p} is not in the email or the "
+                                      "knowledge base") for p in sorted(found - allowed)]
+
+    def _attachments(self, body: str, context: ReplyContext) -> list[Violation]:
+        out = [Violation("attachment", m.group(), f"the reply claims an attachment "
+                                                  f"({m.group()!r}); drafts carry none")
+               for m in _ATTACH_CLAIM.finditer(body)]
+        url_spans = [(c.start, c.end) for c in find_urls(body)]
+        known = {(a.filename or "").lower() for a in context.message.attachments}
+        source = context.customer_text.lower() + "\n" + "\n".join(context.passages).lower()
+        for m in _FILENAME.finditer(body):
+            if any(s <= m.start() < e for s, e in url_spans):
+                continue
+            name = m.group().strip()
+            if name.lower() in known or name.lower() in source:
+                continue
+            out.append(Violation("attachment", name,
+                                 f"file name {name!r} is not in the customer's email"))
+        return out
+
+    def _amounts(self, body: str, context: ReplyContext) -> list[Violation]:
+        allowed = set(_extracted_amounts(context.extraction))
+        for passage in context.passages:
+            allowed |= {a for a, _ in _money(passage)}
+        out = []
+        for amount, raw in _money(body):
+            if amount not in allowed:
+                out.append(Violation("amount", raw, f"amount {raw} is neither in the email's "
+                                                    "extracted fields nor the knowledge base"))
+        for sentence in _SENTENCE.findall(body):
+            if not _PROMISE.search(sentence):
+                continue
+            for amount, raw in _money(sentence):
+                if amount > self.max_promised:
+                    out.append(Violation(
+                        "promise", raw, f"promises {raw}, more than a draft may promise "
+                                        f"(route.max_promised_amount = {self.max_promised})"))
+        return out
+
+    def _prompt_leak(self, body: str, context: ReplyContext) -> list[Violation]:
+        if not self.prompt_ngrams:
+            return []
+        shared = [g for g in _ngrams(body, self.n) if g in self.prompt_ngrams]
+        if not shared:
+            return []
+        quote = " ".join(shared[0])
+        return [Violation("prompt_leak", quote,
+                          f"the reply repeats the prompt's instructions ({quote!r})")]
+
+
+def _ngrams(text: str, n: int) -> set[tuple[str, ...]]:
+    words = [w.casefold() for w in _WORD.findall(text)]
+    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+
+
+def _host(url: str) -> str:
+    try:
+        return (urlsplit(url if "://" in url else "http://" + url).hostname or "").lower()
+    except ValueError:
+        return ""
+
+
+def _phones(text: str, regions: Sequence[str], language: str | None) -> set[str]:
+    return {str(c.value) for c in find_phones(text, tuple(regions), language)
+            if c.problem is None}
+
+
+def _money(text: str) -> list[tuple[Decimal, str]]:
+    out = []
+    for c in find_money(text):
+        if c.problem is not None or not isinstance(c.value, tuple):
+            continue
+        try:
+            out.append((Decimal(c.value[0]), text[c.start:c.end]))
+        except InvalidOperation:
+            continue
+    return out
+
+
+def _extracted_amounts(extraction: Any) -> list[Decimal]:
+    from mailbot.route.rules import amounts
+
+    return amounts(extraction)
