@@ -7,6 +7,7 @@ a query costs one vectorised add per query term.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections import Counter
@@ -52,6 +53,7 @@ def tokenize(text: str) -> list[str]:
     return terms
 
 
+@functools.lru_cache(maxsize=65536)
 def stem(word: str) -> str:
     """A light English suffix stripper: "returns", "returned", "returning" -> "return".
 
