@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ import click
 
 from mailbot.cli.common import emit_json, get_state, json_option
 from mailbot.errors import ExitCode
+from mailbot.resources import data_dir
 
 
 def register(group: click.Group) -> None:
@@ -117,7 +117,7 @@ def ingest(paths: tuple[Path, ...], mailbox: str, as_json: bool) -> int:
 
 
 def sample_dir() -> Path:
-    return Path(str(resources.files("mailbot") / "data" / "samples"))
+    return data_dir() / "samples"
 
 
 @click.command()
@@ -144,6 +144,11 @@ def demo(keep: bool, as_json: bool) -> int:
             Path(f"{db_path}{suffix}").unlink(missing_ok=True)
     database = Database(f"sqlite:///{db_path}")
     database.upgrade()
+    if config.classifier.enabled:
+        # The sample policy pages the drafts are grounded in.
+        from mailbot.kb.knowledge import KnowledgeBase
+
+        KnowledgeBase.from_config(config, database).add([data_dir() / "kb"])
     shown: list[dict[str, Any]] = []
 
     def show(path: Path, processed: Any) -> None:

@@ -97,6 +97,12 @@ def field_values(extraction: Any) -> dict[str, Any]:
     return values
 
 
+def _heading(path: Any) -> str | None:
+    if not path:
+        return None
+    return path if isinstance(path, str) else " > ".join(path)
+
+
 def _display(value: Any) -> Any:
     if isinstance(value, dict) and "amount" in value:
         currency = value.get("currency")
@@ -162,7 +168,7 @@ def compose_draft(
         missing=missing,
         passages=tuple(
             {"id": getattr(p, "id", None), "source": getattr(p, "source", None),
-             "heading": " > ".join(getattr(p, "heading_path", ()) or ()) or None,
+             "heading": _heading(getattr(p, "heading_path", None)),
              "score": round(float(getattr(p, "score", 0.0)), 4)}
             for p in grounded
         ),
