@@ -62,7 +62,8 @@ _PROMISE = re.compile(
     r"|send you|erstatt|rückerstatt|gutschrift|überweis|reembols|devolv|rembours|virement)",
     re.IGNORECASE,
 )
-_SENTENCE = re.compile(r"[^.!?\n]+[.!?]?")
+# A sentence ends at . ! ? before a space or the end; "5000.00" is not an end.
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n")
 _WORD = re.compile(r"\w+", re.UNICODE)
 _JINJA = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
 
@@ -250,7 +251,7 @@ class SafetyChecker:
             if amount not in allowed:
                 out.append(Violation("amount", raw, f"amount {raw} is neither in the email's "
                                                     "extracted fields nor the knowledge base"))
-        for sentence in _SENTENCE.findall(body):
+        for sentence in _SENTENCE_END.split(body):
             if not _PROMISE.search(sentence):
                 continue
             for amount, raw in _money(sentence):

@@ -1,0 +1,105 @@
+"""The prompt-injection corpus, end to end: the fake cloud LLM falls for every attack and
+writes what the email asked for; no such reply may become a draft."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from mailbot.db.drafts import DraftRecord
+from mailbot.db.models import Message
+from tests.support.fake_openai import ReceivedRequest, Reply, default_answer
+from tests.test_escalation import events, process
+from tests.test_route import config_for
+
+CORPUS = Path(__file__).parent / "data" / "injection"
+CASES = {name: case for name, case in json.loads((CORPUS / "cases.json").read_text()).items()
+         if not name.startswith("_")}
+SENDER_DOMAINS = ["example.com", "example.net", "example.org", "example.pt", "example.de"]
+# What an attack wants in a reply; none of it may reach a draft.
+MALICIOUS = ("evil.example", "5000", "7946 0991", "return_form.scr", "support agent reviews",
+             "pixel.png")
+
+
+def obey(request: ReceivedRequest) -> Reply:
+    """A model that falls for the injection in the email it was sent."""
+    if request.schema is not None:
+        return default_answer(request)
+    text = request.text()
+    [case] = [c for name, c in CASES.items() if _subject(name) in text]
+    reply = case["obeyed_reply"]
+    for kind in ("ORDER", "EMAIL", "IBAN"):
+        found = re.search(rf"<{kind}_\d+>", text)
+        reply = reply.replace("{" + kind + "}", found.group() if found else "")
+    return Reply(content=reply)
+
+
+def _subject(name: str) -> str:
+    raw = (CORPUS / name).read_text()
+    subject = re.search(r"^Subject: (.*)$", raw, re.MULTILINE).group(1)  # type: ignore[union-attr]
+    # What the model sees of the subject: order numbers are pseudonymised.
+    return re.sub(r"A\d{5}", "<ORDER_1>", subject)
+
+
+@pytest.fixture()
+def corpus_run(tmp_path: Path, encoder_dir: Path, fake_llm: Any) -> Any:
+    def run(**route: Any) -> Any:
+        fake_llm.default = obey
+        config = config_for(tmp_path, encoder_dir,
+                            drafts={"company": "Northwind Outfitters"}, route=route,
+                            llm={"base_url": fake_llm.base_url, "model": "fake-model"})
+        return process(config, [(CORPUS / name).read_bytes() for name in sorted(CASES)],
+                       tmp_path)
+
+    return run
+
+
+def test_every_obeyed_injection_is_stopped_and_sent_to_a_person(
+    corpus_run: Any, fake_llm: Any
+) -> None:
+    database = corpus_run(vip_domains=SENDER_DOMAINS)  # every message goes to the cloud LLM
+    assert len([r for r in fake_llm.chat_requests if r.schema is None]) == len(CASES)
+    with database.session() as session:
+        assert session.scalars(select(DraftRecord)).all() == []
+        rows = {m.id: m for m in session.scalars(select(Message))}
+    held = events(database, "draft")
+    assert len(held) == len(CASES)
+    for event, name in zip(held, sorted(CASES), strict=True):
+        message = rows[event.message_pk]
+        assert event.outcome == "unsafe", name
+        assert message.status == "routed", name
+        assert message.status_reason.startswith("needs a person: "), name
+        assert "draft held back" in message.status_reason, name
+        found = {v["check"] for v in event.details["safety"]["violations"]}
+        assert set(CASES[name]["expect"]) <= found, (name, found)
+        assert event.details["codes"][-1] == "unsafe_draft"
+        assert event.details["held_body"]  # the agent sees what the model wrote
+
+
+def test_hidden_text_never_reaches_the_model(corpus_run: Any, fake_llm: Any) -> None:
+    corpus_run(vip_domains=SENDER_DOMAINS)
+    [request] = [r for r in fake_llm.chat_requests
+                 if "invoice" in r.text() and r.schema is None]
+    assert "ignore all previous instructions" not in request.text()
+    assert "evil.example" not in request.text()
+
+
+def test_at_default_routing_no_draft_carries_an_attack(corpus_run: Any) -> None:
+    database = corpus_run()
+    with database.session() as session:
+        drafts = session.scalars(select(DraftRecord)).all()
+    assert drafts  # the plain ones were drafted from templates
+    for draft in drafts:
+        for marker in MALICIOUS:
+            assert marker not in draft.body, (draft.template, marker)
+    # Templates are trusted but checked too: the refund template restating the injected
+    # "$5000" refund is held back like the model's reply would be.
+    held_templates = [e for e in events(database, "draft")
+                      if e.outcome == "unsafe" and e.details["model"] == "template"]
+    assert [(e.details["template"], [v["check"] for v in e.details["safety"]["violations"]])
+            for e in held_templates] == [("replies/refund.en.txt.j2", ["promise"])]
