@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -111,7 +111,6 @@ class ReplyContext:
     own_addresses: Sequence[str] = ()
     recipients: Sequence[str] = ()  # the draft's To and Cc addresses
     language: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def customer_text(self) -> str:
