@@ -241,3 +241,20 @@ def test_the_third_message_in_a_thread_escalates(
     assert [e.outcome for e in routes] == ["slm", "slm", "llm", "slm"]
     assert routes[2].details["codes"] == ["repeated_contact"]
     assert routes[2].details["reasons"][0]["details"]["messages_in_thread"] == 3
+
+
+@pytest.mark.parametrize(("written", "kept"), [
+    ("Hello Emma,\n\nYour order is on its way.\n\nKind regards,\nThe Team",
+     "Your order is on its way."),
+    ("Hallo Jonas,\nIhre Bestellung ist unterwegs.\n\nMit freundlichen Grüßen\nSupport",
+     "Ihre Bestellung ist unterwegs."),
+    ("Hi, we found your parcel and it ships today.\nThanks for your patience while we "
+     "looked into it.", "Hi, we found your parcel and it ships today.\nThanks for your "
+     "patience while we looked into it."),
+])
+def test_the_models_own_greeting_and_sign_off_give_way_to_our_layout(
+    written: str, kept: str
+) -> None:
+    from mailbot.route import trim_reply
+
+    assert trim_reply(written) == kept
