@@ -210,7 +210,7 @@ class DraftStage:
         human = (decision or RouteDecision("slm")).with_reason(reason, route=HUMAN)
         details = {**human.to_json(), "safety": report.to_json(), "model": draft.model,
                    "template": draft.template, "held_body": draft.body}
-        return StageResult("unsafe", value=human, status=MessageStatus.ROUTED,
+        return StageResult("unsafe", value=human, status=MessageStatus.NEEDS_HUMAN,
                            reason=human.summary(), stop=True, details=details,
                            model=draft.model)
 
@@ -231,7 +231,12 @@ def build_stages(config: Config, database: Any = None, *, until: str | None = No
     classifier = Classifier.from_config(config, database)
     stages.append(ClassifyStage(classifier, config.cost.cpu_hour))
     stages.append(ExtractStage(build_schema(config.fields)))
-    # The knowledge-base retrieval stage ("retrieve") goes here, before the router.
+    if database is not None:
+        from mailbot.kb.knowledge import KnowledgeBase
+        from mailbot.kb.stage import RetrieveStage
+
+        knowledge_base = KnowledgeBase.from_config(config, database, encoder=classifier.encoder)
+        stages.append(RetrieveStage(knowledge_base, config.kb.top_k))
     if config.route.enabled:
         stages.extend(_routing_stages(config, database, classifier, until=until))
     if until is not None:

@@ -140,7 +140,7 @@ def test_a_failing_llm_sends_the_mail_to_a_person_and_the_breaker_stops_calling(
     # 2 attempts for the first message, 1 more opens the breaker (3 failures), then none.
     assert len(fake_llm.chat_requests) == 3
     rows = messages(database)
-    assert [m.status for m in rows] == ["routed"] * 3
+    assert [m.status for m in rows] == ["needs_human"] * 3
     assert all(m.status_reason.startswith("needs a person: legal threat") for m in rows)
     causes = [e.details["reasons"][-1]["details"]["cause"] for e in events(database, "escalate")]
     assert causes == ["server_error", "breaker_open", "breaker_open"]
@@ -157,7 +157,7 @@ def test_an_unusable_answer_goes_to_a_person_but_its_cost_is_kept(
     [call] = events(database, "llm")
     assert call.outcome == "invalid" and call.cost is not None
     [message] = messages(database)
-    assert message.status == "routed" and "cloud LLM failed (reply)" in message.status_reason
+    assert message.status == "needs_human" and "cloud LLM failed (reply)" in message.status_reason
 
 
 def spend(database: Database, cost: float, when: datetime) -> None:
@@ -181,7 +181,7 @@ def test_a_spent_budget_sends_escalations_to_a_person(
                      support_email(2, sender="Tom <tom@example.org>")], tmp_path)
     assert fake_llm.requests == []
     hard, easy = messages(database)
-    assert hard.status == "routed"
+    assert hard.status == "needs_human"
     assert f"{period} cloud LLM budget reached" in hard.status_reason
     assert easy.status == "drafted"  # the small model's work needs no budget
     [exhausted] = events(database, "budget")
@@ -199,7 +199,7 @@ def test_the_budget_counts_calls_made_earlier_in_the_same_batch(
     database = process(config, raws, tmp_path)
     first, second = messages(database)
     assert first.status == "drafted"
-    assert second.status == "routed" and "daily cloud LLM budget" in second.status_reason
+    assert second.status == "needs_human" and "daily cloud LLM budget" in second.status_reason
     assert [e.outcome for e in events(database, "escalate")] == ["ok", "human"]
     assert len(events(database, "budget")) == 1
 
@@ -214,7 +214,7 @@ def test_no_cloud_mailboxes_keep_their_mail_on_the_server(
             mailbox="shared")
     assert len(fake_llm.chat_requests) == 1  # only the shared mailbox's message
     private, shared = messages(database)
-    assert private.status == "routed" and "route.no_cloud: local/private" in private.status_reason
+    assert private.status == "needs_human" and "route.no_cloud: local/private" in private.status_reason
     assert shared.status == "drafted"
     [route_private, route_shared] = events(database, "route")
     assert route_private.details["codes"] == ["legal_threat", "no_cloud"]

@@ -72,7 +72,7 @@ def test_every_obeyed_injection_is_stopped_and_sent_to_a_person(
     for event, name in zip(held, sorted(CASES), strict=True):
         message = rows[event.message_pk]
         assert event.outcome == "unsafe", name
-        assert message.status == "routed", name
+        assert message.status == "needs_human", name
         assert message.status_reason.startswith("needs a person: "), name
         assert "draft held back" in message.status_reason, name
         found = {v["check"] for v in event.details["safety"]["violations"]}

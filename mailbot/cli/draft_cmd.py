@@ -31,7 +31,7 @@ def draft(path: Path, account: str | None, as_json: bool) -> int:
 
     config = get_state().config
     raw = sys.stdin.buffer.read() if str(path) == "-" else _read(path)
-    results = dry_run(build_stages(config), raw, account=account)
+    results = dry_run(build_stages(config, _database_if_ready(config)), raw, account=account)
     outcome = results.steps[-1]
     reply = results.values.get("draft")
     if as_json:
@@ -71,3 +71,20 @@ def _readable(mime: bytes) -> str:
     body = message.get_body(preferencelist=("plain",))
     text = body.get_content() if body is not None else ""
     return "\n".join(lines) + "\n\n" + text
+
+
+def _database_if_ready(config: object) -> object | None:
+    """The configured database when it exists at the current schema (for the knowledge base
+    and thread history), else None: a dry run never creates or migrates a database."""
+    from mailbot.db.session import Database
+    from mailbot.errors import MailbotError
+
+    url = config.database_url  # type: ignore[attr-defined]
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return None
+    try:
+        database = Database(url)
+        database.check_schema()
+    except MailbotError:
+        return None
+    return database

@@ -41,7 +41,8 @@ class MessageStatus(StrEnum):
     SKIPPED = "skipped"  # never to be answered automatically (auto-reply, bounce, over-size)
     FAILED = "failed"  # could not be parsed or processed; the reason is recorded
     CLASSIFIED = "classified"
-    ROUTED = "routed"
+    ROUTED = "routed"  # on its way to a draft (small model or cloud LLM)
+    NEEDS_HUMAN = "needs_human"  # no automatic draft: a person must answer (see status_reason)
     DRAFTED = "drafted"
     DONE = "done"
 

@@ -189,7 +189,7 @@ class EscalateStage:
     def _to_human(self, decision: RouteDecision, reason: RouteReason, rows: PendingRows
                   ) -> StageResult:
         human = decision.with_reason(reason, route=HUMAN)
-        return StageResult(HUMAN, value=human, status=MessageStatus.ROUTED,
+        return StageResult(HUMAN, value=human, status=MessageStatus.NEEDS_HUMAN,
                            reason=human.summary(), stop=True, details=human.to_json(),
                            records=tuple(rows.rows))
 

@@ -151,7 +151,7 @@ class RouteStage:
             if state is not None and not state.allowed:
                 record_budget_exhausted(rows.session, state)
             log.info("routed to a person: %s", decision.summary())
-            return StageResult(HUMAN, value=decision, status=MessageStatus.ROUTED,
+            return StageResult(HUMAN, value=decision, status=MessageStatus.NEEDS_HUMAN,
                                reason=decision.summary(), stop=True, details=details,
                                records=tuple(rows.rows))
         return StageResult(decision.route, value=decision, status=MessageStatus.ROUTED,
