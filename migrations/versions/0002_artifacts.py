@@ -35,9 +35,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("promoted", sa.Boolean(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_artifacts")),
-        sa.UniqueConstraint(
-            "kind", "name", "version", name=op.f("uq_artifacts_kind_name_version")
-        ),
+        sa.UniqueConstraint("kind", "name", "version", name=op.f("uq_artifacts_kind_name_version")),
     )
     with op.batch_alter_table("artifacts", schema=None) as batch_op:
         batch_op.create_index(
