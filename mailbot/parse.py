@@ -129,6 +129,15 @@ def parse_message(raw: bytes) -> InboundMessage:
         raise ParseError(f"cannot parse message: {reason}") from exc
 
 
+def _looks_like_text(data: bytes) -> bool:
+    """Mostly printable: no NUL bytes and few other control characters in the first 4 KiB."""
+    sample = data[:4096]
+    if not sample or b"\x00" in sample:
+        return False
+    controls = sum(1 for b in sample if b < 0x20 and b not in (0x09, 0x0A, 0x0C, 0x0D))
+    return controls <= len(sample) // 50
+
+
 def _header_section_end(raw: bytes) -> int:
     """Offset of the blank line ending the headers (or the message length if there is none)."""
     ends = [i for i in (raw.find(b"\n\n"), raw.find(b"\r\n\r\n")) if i >= 0]
@@ -137,13 +146,21 @@ def _header_section_end(raw: bytes) -> int:
 
 def _parse(raw: bytes) -> InboundMessage:
     # Leading blank lines or a byte-order mark would make the parser read no headers at all.
-    msg = _PARSER.parsebytes(raw.lstrip(b"\r\n").removeprefix(b"\xef\xbb\xbf").lstrip(b"\r\n"))
+    content = raw.lstrip(b"\r\n").removeprefix(b"\xef\xbb\xbf").lstrip(b"\r\n")
+    msg = _PARSER.parsebytes(content)
     headers: dict[str, str] = {}  # first value of each header; Message.get scans them all
     for name, value in msg.items():
         headers.setdefault(name.lower(), value)
+    defects: list[str] = []
     if headers.keys().isdisjoint(_MAIL_HEADERS):
-        raise ParseError("no email header section (no From, To, Subject, Date, ... header)")
-    defects: list[str] = [_defect_name(d) for d in msg.defects]
+        # A body that lost its headers (a digest part, a truncated save) is still mail a
+        # person may need to read; binary data is not.
+        if not _looks_like_text(content):
+            raise ParseError("not an email: no header section, and the content is not text")
+        msg = _PARSER.parsebytes(b"\n" + content)
+        headers = {}
+        defects.append("no-header-section")
+    defects.extend(_defect_name(d) for d in msg.defects)
 
     subject = _decoded_header(headers, "subject", defects)
     from_list = _addresses(headers, "from", defects, strict=True)

@@ -104,9 +104,7 @@ class Pipeline:
         [processed] = self.process_group([message_pk])
         return processed
 
-    def process_group(
-        self, message_pks: Sequence[int], stop: threading.Event | None = None
-    ) -> list[ProcessedMessage]:
+    def process_group(self, message_pks: Sequence[int]) -> list[ProcessedMessage]:
         """Process a few messages and commit them together (one commit, not one each).
 
         Each message's events and status are written together, so a crash leaves every
@@ -180,7 +178,8 @@ class Pipeline:
     ) -> int:
         """Process every message still waiting (of one mailbox, or all); returns the count.
 
-        Stops between messages when `stop` is set, so SIGTERM finishes the message in hand.
+        Stops between groups when `stop` is set, so SIGTERM finishes the messages in hand
+        (at most `group_size`, usually well under a second of work) and commits them.
         """
         count = 0
         seen: set[int] = set()
@@ -194,7 +193,7 @@ class Pipeline:
             for start in range(0, len(batch), self.group_size):
                 if stop and stop.is_set():
                     break
-                for processed in self.process_group(batch[start:start + self.group_size], stop):
+                for processed in self.process_group(batch[start:start + self.group_size]):
                     count += 1
                     if on_message:
                         on_message(processed)

@@ -53,20 +53,19 @@ needs_corpus = pytest.mark.skipif(
 
 @needs_corpus
 @pytest.mark.parametrize("path", cpython_files, ids=lambda p: p.name)
-def test_every_cpython_message_parses_or_is_refused_cleanly(path: Path) -> None:
+def test_every_cpython_message_parses(path: Path) -> None:
     result = parse_or_error(path.read_bytes())
-    assert isinstance(result, InboundMessage | ParseError)
-    if isinstance(result, ParseError):
-        assert "\n" not in str(result) and str(result)
+    assert isinstance(result, InboundMessage), result
 
 
 @needs_corpus
 def test_cpython_corpus_mostly_parses_and_known_messages_come_out_right() -> None:
     results = {p.name: parse_or_error(p.read_bytes()) for p in cpython_files}
-    ok = [name for name, r in results.items() if isinstance(r, InboundMessage)]
-    assert len(ok) >= 0.9 * len(results)
-    # msg_19 is a bare message body, no header section at all.
-    assert isinstance(results["msg_19.txt"], ParseError)
+    assert all(isinstance(r, InboundMessage) for r in results.values())
+    # msg_19 is a bare message body, no header section at all: kept, with the defect noted.
+    digest = results["msg_19.txt"]
+    assert isinstance(digest, InboundMessage) and "no-header-section" in digest.defects
+    assert "Today's Topics" in digest.text and digest.from_addr is None
 
     first = results["msg_01.txt"]
     assert isinstance(first, InboundMessage)
@@ -506,10 +505,8 @@ def test_prose_mentioning_wrote_is_not_a_quote_header() -> None:
         b"",
         b"   \r\n\t\n",
         b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4,
-        b"Just some text someone pasted,\nwith no headers at all.\n",
-        b"Hello: world\n\nnot a mail header in sight\n",
     ],
-    ids=["empty", "whitespace", "png", "plain-text", "unknown-headers"],
+    ids=["empty", "whitespace", "png"],
 )
 def test_non_email_input_raises_parse_error(raw: bytes) -> None:
     with pytest.raises(ParseError) as info:
@@ -632,3 +629,18 @@ def test_fuzzed_input_gives_a_message_or_a_parse_error() -> None:
                 assert "\x00" not in value
     assert outcomes["ok"] > 800  # mutated mail is still mostly mail
     assert outcomes["error"] > 100  # and random bytes mostly are not
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"Just some text someone pasted,\nwith no headers at all.\n",
+        b"Hello: world\n\nnot a mail header in sight\n",
+    ],
+    ids=["plain-text", "unknown-headers"],
+)
+def test_text_without_mail_headers_is_kept_with_a_defect(raw: bytes) -> None:
+    message = parse_message(raw)
+    assert "no-header-section" in message.defects
+    assert message.from_addr is None and message.message_id is None
+    assert raw.decode().splitlines()[-1].strip() in message.text

@@ -31,7 +31,7 @@ def _database(config: Any) -> Any:
 def run(once: bool, as_json: bool) -> int:
     """Run the worker: poll every configured mailbox on its schedule.
 
-    SIGTERM (or Ctrl-C) finishes the message in hand, then exits cleanly. With --once the exit
+    SIGTERM (or Ctrl-C) finishes the messages in hand, then exits cleanly. With --once the exit
     code is 0 when every mailbox was polled without error and 1 otherwise.
     """
     from mailbot.daemon import Worker
