@@ -6,12 +6,13 @@ import json
 import logging
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import click
 
 from mailbot.config import Config, find_config_path, load_config
-from mailbot.errors import ExitCode, MailbotError
+from mailbot.errors import ExitCode, MailbotError, PermanentError
 
 log = logging.getLogger("mailbot")
 
@@ -86,3 +87,17 @@ def run_cli(group: click.Group, args: list[str] | None = None) -> int:
         return 130
     # Commands signal failure by returning an int (or calling ctx.exit(code)).
     return int(result) if isinstance(result, int) else int(ExitCode.OK)
+
+
+def read_file_bytes(path: Path) -> bytes:
+    """The bytes of `path` ('-' is standard input), or a one-line error."""
+    if str(path) == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        error = PermanentError(f"{path}: no such file")
+        error.exit_code = ExitCode.NO_INPUT
+        raise error from None
+    except OSError as exc:
+        raise PermanentError(f"{path}: cannot read ({exc.strerror})") from None

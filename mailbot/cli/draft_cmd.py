@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
-from mailbot.cli.common import emit_json, get_state, json_option
+from mailbot.cli.common import emit_json, get_state, json_option, read_file_bytes
 from mailbot.errors import ExitCode
 
 
@@ -30,7 +29,7 @@ def draft(path: Path, account: str | None, as_json: bool) -> int:
     from mailbot.stages import build_stages
 
     config = get_state().config
-    raw = sys.stdin.buffer.read() if str(path) == "-" else _read(path)
+    raw = read_file_bytes(path)
     results = dry_run(build_stages(config, _database_if_ready(config)), raw, account=account)
     outcome = results.steps[-1]
     reply = results.values.get("draft")
@@ -48,17 +47,6 @@ def draft(path: Path, account: str | None, as_json: bool) -> int:
     else:
         click.echo(f"no draft: {outcome.reason or outcome.outcome}", err=True)
     return int(ExitCode.OK if reply is not None else ExitCode.FAILURE)
-
-
-def _read(path: Path) -> bytes:
-    from mailbot.errors import PermanentError
-
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        error = PermanentError(f"cannot read {path}: {exc.strerror}")
-        error.exit_code = ExitCode.NO_INPUT
-        raise error from None
 
 
 def _readable(mime: bytes) -> str:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
-from mailbot.cli.common import emit_json, get_state
+from mailbot.cli.common import emit_json, get_state, read_file_bytes
 from mailbot.errors import ExitCode, PermanentError
 
 
@@ -26,20 +25,6 @@ def _reference(value: str | None) -> datetime | None:
     except ValueError:
         raise PermanentError(f"date {value!r}: expected YYYY-MM-DD") from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def read_file_bytes(path: Path) -> bytes:
-    """The bytes of `path` ('-' is standard input), or a one-line error."""
-    if str(path) == "-":
-        return sys.stdin.buffer.read()
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        error = PermanentError(f"{path}: no such file")
-        error.exit_code = ExitCode.NO_INPUT
-        raise error from None
-    except OSError as exc:
-        raise PermanentError(f"{path}: cannot read ({exc.strerror})") from None
 
 
 @click.command()

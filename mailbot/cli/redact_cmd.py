@@ -36,7 +36,7 @@ def redact(text: str | None, eml: Path | None, as_json: bool) -> int:
         raise click.UsageError("give either TEXT or --file MESSAGE.eml")
     names: list[str] = []
     if eml is not None:
-        from mailbot.cli.extract_cmd import read_file_bytes
+        from mailbot.cli.common import read_file_bytes
         from mailbot.fields import message_text
         from mailbot.parse import parse_message
 
