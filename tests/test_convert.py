@@ -88,9 +88,11 @@ def test_list_shows_models_and_flags_damaged_ones(mailbot: Mailbot, encoder_dir:
     shutil.copytree(encoder_dir, mailbot.models / "all-MiniLM-L6-v2")
     broken = shutil.copytree(encoder_dir, mailbot.models / "broken")
     (broken / "tokenizer.json").unlink()
+    (mailbot.models / "heads" / "intent").mkdir(parents=True)  # not a model: not listed
     code, out, _ = mailbot("model", "list", "--json")
     assert code == 0
     listed = {m["name"]: m for m in json.loads(out)["models"]}
+    assert sorted(listed) == ["all-MiniLM-L6-v2", "broken"]
     assert listed["all-MiniLM-L6-v2"]["valid"] is True
     assert listed["all-MiniLM-L6-v2"]["manifest"]["kind"] == "encoder"
     assert listed["broken"]["valid"] is False

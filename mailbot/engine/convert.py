@@ -7,6 +7,7 @@ renamed into place, so a crash never leaves a half-written model where the worke
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
@@ -23,6 +24,7 @@ from mailbot.engine.manifest import (
     WEIGHTS_NAME,
     ModelKind,
     ModelManifest,
+    read_manifest,
     sha256_file,
     short_version,
     verify_model_dir,
@@ -179,17 +181,19 @@ def detect_kind(hf_config: Any, source: str = "") -> ModelKind:
 
 
 def list_models(models_path: Path) -> list[ModelListing]:
-    """Every directory under the models path, with its manifest and whether it looks sound.
+    """Every model directory under the models path, with its manifest and whether it is sound.
 
-    Only sizes are checked here (fast for many large models); `verify_model` hashes.
+    Only sizes are checked here (fast for many large models); `verify_model` hashes. Folders
+    with neither a manifest nor weights (trained heads, a user's notes) are not models.
     """
     root = Path(models_path)
     if not root.is_dir():
         return []
-    listings = []
-    for path in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        listings.append(_describe(path, check_hash=False))
-    return listings
+    return [
+        _describe(path, check_hash=False)
+        for path in sorted(root.iterdir())
+        if path.is_dir() and not path.name.startswith(".") and _looks_like_model(path)
+    ]
 
 
 def verify_model(path: Path) -> ModelListing:
@@ -204,13 +208,9 @@ def _describe(path: Path, *, check_hash: bool) -> ModelListing:
         manifest = verify_model_dir(path, check_hash=check_hash)
     except ModelError as exc:
         problem = str(exc)
-        if (path / MANIFEST_NAME).is_file():
-            try:
-                from mailbot.engine.manifest import read_manifest
-
-                manifest = read_manifest(path)
-            except ModelError:
-                pass
+        # A readable manifest still tells the user what the broken model was.
+        with contextlib.suppress(ModelError):
+            manifest = read_manifest(path)
     return ModelListing(path.name, path, manifest, problem)
 
 
@@ -221,12 +221,15 @@ def _check_destination(dest: Path, *, force: bool) -> None:
         raise ModelError(f"{dest} exists and is not a directory; choose another destination")
     if not any(dest.iterdir()):
         return
-    looks_like_model = (dest / MANIFEST_NAME).exists() or (dest / WEIGHTS_NAME).exists()
-    if not looks_like_model:
+    if not _looks_like_model(dest):
         # Never delete a directory we did not create, even with --force.
         raise ModelError(f"{dest} exists and is not a model directory; choose another destination")
     if not force:
         raise ModelError(f"{dest} already holds a model; pass --force to replace it")
+
+
+def _looks_like_model(path: Path) -> bool:
+    return (path / MANIFEST_NAME).exists() or (path / WEIGHTS_NAME).exists()
 
 
 def _local_source(source: str) -> Path | None:
