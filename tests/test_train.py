@@ -66,6 +66,22 @@ def test_training_twice_gives_two_versions_and_the_newest_promoted_is_served(
     classifier.refresh(force=True)
     assert classifier.heads["intent"].version == third["version"]
 
+    # Rolling back from the command line: demote the newest, the one before is served again.
+    base = ["--config", str(config_file), "train"]
+    code, out, err = run([*base, "promote", "intent", third["version"], "--demote"], capsys)
+    assert code == 0, err
+    classifier.refresh(force=True)
+    assert classifier.heads["intent"].version == first["version"]
+    code, out, _ = run([*base, "versions", "intent", "--json"], capsys)
+    listed = json.loads(out)
+    assert [(v["version"], v["promoted"]) for v in listed] == [
+        (first["version"], True),
+        (second["version"], False),
+        (third["version"], False),
+    ]
+    code, _, err = run([*base, "promote", "intent", "no-such-version"], capsys)
+    assert code == 66 and "no intent head with version" in err
+
 
 @pytest.mark.parametrize(
     ("content", "extra", "message"),

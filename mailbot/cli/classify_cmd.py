@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from mailbot.cli.common import emit_json, get_state
+from mailbot.cli.common import emit_json, get_state, json_option
 from mailbot.errors import ExitCode
 
 HEADS = ("intent", "priority", "sentiment")
@@ -144,6 +144,54 @@ def _train_command(name: str) -> click.Command:
 
 for _name in HEADS:
     train.add_command(_train_command(_name))
+
+
+@train.command(name="versions")
+@click.argument("name", required=False, type=click.Choice(HEADS))
+@json_option
+def train_versions(name: str | None, as_json: bool) -> int:
+    """List the recorded versions of the heads (all, or NAME's), oldest first."""
+    from mailbot.classify.store import HeadStore
+
+    config = get_state().config
+    records = HeadStore(config.models_path, _database(config)).versions(name)
+    rows = [
+        {
+            "head": r.name,
+            "version": r.version,
+            "promoted": r.promoted,
+            "created_at": r.created_at.isoformat(timespec="seconds"),
+            "examples": r.metrics.get("examples"),
+            "cv_accuracy": r.metrics.get("cv_accuracy"),
+            "path": str(r.path),
+        }
+        for r in records
+    ]
+    if as_json:
+        emit_json(rows)
+    elif not rows:
+        click.echo("no trained heads yet; the packaged seed heads are in use")
+    for row in [] if as_json else rows:
+        mark = "*" if row["promoted"] else " "
+        click.echo(
+            f"{mark} {row['head']:<9} {row['version']}  {row['created_at']}  "
+            f"examples={row['examples']} cv_accuracy={row['cv_accuracy']}"
+        )
+    return int(ExitCode.OK)
+
+
+@train.command(name="promote")
+@click.argument("name", type=click.Choice(HEADS))
+@click.argument("version")
+@click.option("--demote", is_flag=True, help="Withdraw the version instead (roll back).")
+def train_promote(name: str, version: str, demote: bool) -> int:
+    """Let the worker serve VERSION of head NAME (the newest promoted version wins)."""
+    from mailbot.classify.store import HeadStore
+
+    config = get_state().config
+    HeadStore(config.models_path, _database(config)).set_promoted(name, version, not demote)
+    click.echo(f"{name} head {version} {'demoted' if demote else 'promoted'}")
+    return int(ExitCode.OK)
 
 
 @click.group(name="eval")
