@@ -77,6 +77,22 @@ def status(as_json: bool) -> int:
     if not rows:
         click.echo("no mailbox has been polled yet")
         return int(ExitCode.OK)
+    table = [("MAILBOX", "LAST POLL (UTC)", "UIDVALIDITY", "LAST UID", "MESSAGES", "STATE")]
+    for r in rows:
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(r.counts.items())) or "-"
+        last_poll = r.last_poll_at.strftime("%Y-%m-%d %H:%M:%S") if r.last_poll_at else "never"
+        state = ("error" if r.last_error else "ok") + (" (polling now)" if r.lease_owner else "")
+        table.append((f"{r.account}/{r.mailbox}", last_poll, str(r.uidvalidity or "-"),
+                      str(r.last_uid), counts, state))
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    for r in rows:
+        if r.last_error:
+            when = r.last_error_at.strftime("%Y-%m-%d %H:%M:%S") if r.last_error_at else "?"
+            click.echo(f"\n{r.account}/{r.mailbox}: last error at {when} "
+                       f"({r.consecutive_failures} in a row): {r.last_error}")
+    return int(ExitCode.OK)
     for r in rows:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(r.counts.items())) or "no messages"
         last_poll = (r.last_poll_at.strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -36,7 +36,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def make_engine(url: str, *, echo: bool = False) -> Engine:
-    """Create an engine; SQLite gets WAL mode and its folder is created."""
+    """Create an engine (SQLite gets WAL mode); nothing is created until first use."""
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -46,8 +46,6 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
             "'postgresql+psycopg://mailbot@db.example.com/mailbot'"
         ) from None
     if parsed.drivername.startswith("sqlite"):
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(parsed, echo=echo, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
@@ -74,6 +72,11 @@ class Database:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = url
         self.engine = make_engine(url, echo=echo)
+        database = self.engine.url.database
+        self.sqlite_path = (
+            Path(database) if self.engine.dialect.name == "sqlite" and database
+            and database != ":memory:" else None
+        )
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
@@ -104,6 +107,8 @@ class Database:
         """Apply migrations up to `revision`, in one transaction with the version record."""
         from alembic import command
 
+        if self.sqlite_path is not None:
+            self.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
         self._run_alembic(command.upgrade, revision)
 
     def downgrade(self, revision: str) -> None:
@@ -136,6 +141,11 @@ class Database:
 
     def check_schema(self) -> None:
         """Refuse to run against a database whose schema is not at this version's head."""
+        if self.sqlite_path is not None and not self.sqlite_path.exists():
+            raise SchemaOutOfDate(
+                f"there is no database at {self.sqlite_path} yet; run `mailbot db upgrade` "
+                "(or `mailbot run`, which creates it)"
+            )
         current, head = self.current_revision(), self.head_revision()
         if current != head:
             raise SchemaOutOfDate(
