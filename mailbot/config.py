@@ -309,6 +309,8 @@ class FieldSettings(_Section):
     ]  # fmt: skip
     # Values found with less confidence than this are dropped.
     min_confidence: Annotated[float, Field(ge=0, le=1)] = 0.5
+    # Also ask the generator (models.generator) for the fields as JSON; values are validated.
+    use_generator: bool = False
     # What the pseudonymiser replaces before a cloud call (card numbers are always masked).
     redact: list[
         Literal["PERSON", "EMAIL", "PHONE", "IBAN", "CARD", "ADDRESS", "ORDER", "URL", "ACCOUNT"]
@@ -348,6 +350,13 @@ class DraftSettings(_Section):
     html_alternative: bool = False
     # Knowledge-base passages scoring below this are not offered to the templates.
     min_passage_score: Annotated[float, Field(ge=0)] = 0.0
+    # Let the generator (models.generator) write the reply body; the template is the fallback.
+    use_generator: bool = False
+    # Most tokens the generator may write for one reply body.
+    generator_max_new_tokens: Annotated[int, Field(ge=16, le=4096)] = 384
+    # A generated body shorter or longer than this (characters) is not used.
+    min_chars: Annotated[int, Field(ge=0)] = 40
+    max_chars: Annotated[int, Field(ge=1)] = 2000
 
 
 RouteAction = Literal["llm", "human", "off"]

@@ -98,23 +98,37 @@ class ExtractStage:
 
     name = "extract"
 
-    def __init__(self, schema: Any) -> None:
+    def __init__(self, schema: Any, generator_extractor: Any = None) -> None:
         self.schema = schema
+        # fields.use_generator: a GeneratorExtractor whose report goes into the audit event.
+        self.generator_extractor = generator_extractor
 
     def run(self, item: WorkItem) -> StageResult:
-        from mailbot.fields import extract_message
+        from mailbot.fields import extract_message, message_text
 
         message = item.results["parse"]
         classification = item.results.get("classify")
         intent = classification.intent.label if classification is not None else None
-        _, extraction = extract_message(message, self.schema, intent=intent)
-        details = {
+        report = None
+        if self.generator_extractor is None:
+            _, extraction = extract_message(message, self.schema, intent=intent)
+        else:
+            names = [message.from_addr.name] if message.from_addr and message.from_addr.name else []
+            extraction, report = self.generator_extractor.extract_with_report(
+                message_text(message), self.schema, intent=intent, reference=message.date,
+                known_names=names)
+        details: dict[str, Any] = {
             "fields": {name: [v.to_json() for v in values]
                        for name, values in extraction.fields.items()},
             "missing": list(extraction.missing),
             "rejected": [r.to_json() for r in extraction.rejected],
         }
-        return StageResult("ok", value=extraction, details=details)
+        if report is None:
+            return StageResult("ok", value=extraction, details=details)
+        details["generator"] = report.to_json()
+        return StageResult("ok", value=extraction, details=details, model=report.model,
+                           model_version=report.model_version, tokens_in=report.prompt_tokens,
+                           tokens_out=report.generated_tokens)
 
 
 class DraftStage:
@@ -152,7 +166,14 @@ class DraftStage:
         message = item.results["parse"]
         classification = item.results["classify"]
         decision = item.results.get("route")
-        written, model = self._written_body(item)
+        written, model, source = self._written_body(item)
+        route = decision.route if decision is not None else "slm"
+        generated = item.results.get("generate")
+        gates: dict[str, Any] = {}
+        if generated is not None:
+            from mailbot.generate import draft_gates
+
+            gates = draft_gates(generated, used=source == "generator", route=route)
         language = classification.language
         escalation = item.results.get("escalate")
         if language == "und" and escalation is not None and escalation.classification:
@@ -163,6 +184,7 @@ class DraftStage:
             message, classification.intent.label, language, sender,
             self.templates, self.options, extraction=item.results.get("extract"),
             passages=passages, written_body=written, model=model or TEMPLATE_MODEL,
+            gates=gates,
         )
         if isinstance(draft, NoDraft):
             return StageResult("skipped", reason=f"no draft: {draft.reason}", stop=True,
@@ -173,34 +195,37 @@ class DraftStage:
             own_addresses=sorted({sender.email.lower(), *own_addresses(self.config)}),
             recipients=[draft.to.email], language=draft.language,
         ))
-        route = decision.route if decision is not None else "slm"
         if not report.passed:
             return self._held_back(decision, report, draft)
+        version = draft.template_version
+        if source == "generator" and generated is not None:
+            version = generated.model_version
         record = DraftRecord(
             token=draft.token, reply_message_id=draft.message_id, template=draft.template,
             language=draft.language, subject=draft.subject, body=draft.body, mime=draft.mime,
             fields=dict(draft.fields), passages=[dict(p) for p in draft.passages],
-            gates=dict(draft.gates), model=draft.model, model_version=draft.template_version,
+            gates=dict(draft.gates), model=draft.model, model_version=version,
             needs_review=draft.needs_review, review_reasons=list(draft.review_reasons),
         )
         details = {**draft.summary(), "route": route, "model": draft.model,
                    "safety": report.to_json()}
         return StageResult(
             "ok", value=draft, status=MessageStatus.DRAFTED, details=details,
-            model=draft.model, model_version=draft.template_version, records=(record,),
+            model=draft.model, model_version=version, records=(record,),
         )
 
-    def _written_body(self, item: WorkItem) -> tuple[str | None, str | None]:
-        """A model-written body and its model: the cloud LLM's on the LLM route, else the
-        generator's when one drafted and passed its gates; (None, None) for the template."""
+    def _written_body(self, item: WorkItem) -> tuple[str | None, str | None, str | None]:
+        """A model-written body, its model and who wrote it ("llm" or "generator"): the cloud
+        LLM's on the LLM route, else the generator's when it passed its quality gates;
+        (None, None, None) for the template."""
         decision = item.results.get("route")
         escalation = item.results.get("escalate")
         if decision is not None and decision.route == "llm" and escalation is not None:
-            return escalation.body, escalation.model
+            return escalation.body, escalation.model, "llm"
         generated = item.results.get("generate")
         if generated is not None and getattr(generated, "passed", False):
-            return generated.body, getattr(generated, "model", None)
-        return None, None
+            return generated.body, getattr(generated, "model", None), "generator"
+        return None, None, None
 
     def _held_back(self, decision: Any, report: Any, draft: Any) -> StageResult:
         from mailbot.route import HUMAN, RouteDecision, RouteReason
@@ -230,13 +255,25 @@ def build_stages(config: Config, database: Any = None, *, until: str | None = No
 
     classifier = Classifier.from_config(config, database)
     stages.append(ClassifyStage(classifier, config.cost.cpu_hour))
-    stages.append(ExtractStage(build_schema(config.fields)))
+    generator = _generator(config)
+    extractor = None
+    if config.fields.use_generator:
+        from mailbot.generate import build_generator_extractor
+
+        extractor = build_generator_extractor(config, generator)
+    stages.append(ExtractStage(build_schema(config.fields), extractor))
     if database is not None:
         from mailbot.kb.knowledge import KnowledgeBase
         from mailbot.kb.stage import RetrieveStage
 
         knowledge_base = KnowledgeBase.from_config(config, database, encoder=classifier.encoder)
         stages.append(RetrieveStage(knowledge_base, config.kb.top_k))
+    if config.drafts.enabled and config.drafts.use_generator:
+        from mailbot.generate import build_generate_stage
+
+        # Before the router, so that a body failing its gates can be escalated (the
+        # generation_failed reason); the draft stage falls back to the template otherwise.
+        stages.append(build_generate_stage(config, generator))
     if config.route.enabled:
         stages.extend(_routing_stages(config, database, classifier, until=until))
     if until is not None:
@@ -245,6 +282,15 @@ def build_stages(config: Config, database: Any = None, *, until: str | None = No
     if config.drafts.enabled:
         stages.append(DraftStage(config))
     return stages
+
+
+def _generator(config: Config) -> Any:
+    """The configured generator when drafting or extraction uses it (loaded once), else None."""
+    if not (config.fields.use_generator or (config.drafts.enabled and config.drafts.use_generator)):
+        return None
+    from mailbot.engine import ModelRegistry
+
+    return ModelRegistry(config.models, config.models_path).generator()
 
 
 def _routing_stages(config: Config, database: Any, classifier: Any, *, until: str | None

@@ -122,11 +122,13 @@ def compose_draft(
     passages: Sequence[Any] = (),
     written_body: str | None = None,
     model: str = TEMPLATE_MODEL,
+    gates: Mapping[str, Any] | None = None,
 ) -> Draft | NoDraft:
     """Fill the intent's template for this message; NoDraft says why there is none.
 
     With `written_body` (a reply body a model wrote), the shared layout (greeting,
-    signature) wraps that body instead of the intent's template.
+    signature) wraps that body instead of the intent's template. `gates` are the generator's
+    quality-gate results, kept on the draft.
     """
     recipient = message.reply_address
     if recipient is None:
@@ -173,4 +175,5 @@ def compose_draft(
             for p in grounded
         ),
         needs_review=bool(reasons), review_reasons=tuple(reasons), model=model,
+        gates=dict(gates or {}),
     )
