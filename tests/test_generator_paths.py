@@ -410,3 +410,19 @@ def test_values_are_normalised_like_the_rules_do() -> None:
     assert extraction.values("iban") == ["DE89370400440532013000"]
     assert extraction.values("date") == ["2026-03-07"]
     assert extraction.values("phone") == ["+4930901820"]
+
+
+def test_failed_gates_go_to_the_cloud_llm_when_one_is_configured(
+    models_dir: Path, tiny_generator_dir: Path, fake_llm: Any,
+) -> None:
+    config = generator_config(models_dir, tiny_generator_dir.name,
+                              drafts={"use_generator": True},
+                              llm={"base_url": fake_llm.base_url, "model": "fake-model"})
+    result = dry_run(build_stages(config), ORDER_STATUS.read_bytes())
+    steps = dict(result.steps_by_name)
+    assert steps["route"].outcome == "llm"
+    assert steps["route"].details["codes"] == ["generation_failed"]
+    draft = result.values["draft"]
+    assert draft.model == "fake-model"
+    assert draft.gates["used"] is False and draft.gates["passed"] is False
+    assert draft.gates["fallback"] == "the cloud LLM wrote the reply"

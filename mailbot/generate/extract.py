@@ -26,7 +26,7 @@ from mailbot.fields.result import Extraction, FieldValue, Rejection
 from mailbot.fields.schema import FieldSchema
 from mailbot.generate.prompt import SlmPrompts, TextGenerator
 from mailbot.generate.validate import CheckedValue, ValueProblem, check_value
-from mailbot.llm.prompts import email_context
+from mailbot.llm.prompts import email_context, neutralise
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,8 @@ class GeneratorExtractor:
         return self.prompts.render(EXTRACT_TEMPLATE, {
             "fields": [{"name": s.name, "hint": field_hint(s)} for s in schema.specs],
             "email": email_context("", text[:MAX_EMAIL_CHARS]),
-            "problem": problem,
+            # The problem may quote the model's answer, which may quote the email.
+            "problem": neutralise(problem) if problem else None,
         })
 
     def _generate(self, text: str, schema: FieldSchema, problem: str | None,
