@@ -147,6 +147,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--emails", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--max-tokens", type=int, default=None,
+                        help="models.max_input_tokens (default: the config default)")
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
 
@@ -159,7 +161,9 @@ def main() -> int:
     print(f"{len(emails)} emails, {words:.0f} words on average, {args.threads} threads")
 
     models = Path(tempfile.gettempdir()) / "mailbot-bench-models"
-    settings = ModelSettings(intra_threads=args.threads, batch_size=args.batch_size)
+    settings = ModelSettings(intra_threads=args.threads, batch_size=args.batch_size,
+                             **({"max_input_tokens": args.max_tokens} if args.max_tokens else {}))
+    args.max_tokens = settings.max_input_tokens
     encoder_dir = prepare_default_encoder(models, settings.encoder).path
     encoder = ModelRegistry(settings, models).encoder()
     source = default_encoder_source()
@@ -170,7 +174,8 @@ def main() -> int:
     theirs = baseline(emails)
     cosine = float((ours * theirs).sum(axis=1).min())
     tokens = sum(encoder.embed(emails).token_counts) / len(emails)
-    print(f"tokens per email (after truncation at 256): {tokens:.0f}; lowest cosine {cosine:.4f}")
+    print(f"tokens per email (after truncation at {args.max_tokens}): {tokens:.0f}; "
+          f"lowest cosine {cosine:.4f}")
 
     torch_s = best_of(args.repeats, lambda: baseline(emails))
     ct2_s = best_of(args.repeats, lambda: encoder.embed(emails))

@@ -266,7 +266,8 @@ def build_stages(config: Config, database: Any = None, *, until: str | None = No
         from mailbot.kb.knowledge import KnowledgeBase
         from mailbot.kb.stage import RetrieveStage
 
-        knowledge_base = KnowledgeBase.from_config(config, database, encoder=classifier.encoder)
+        # The registry shares the loaded encoder with the classifier.
+        knowledge_base = KnowledgeBase.from_config(config, database)
         stages.append(RetrieveStage(knowledge_base, config.kb.top_k))
     if config.drafts.enabled and config.drafts.use_generator:
         from mailbot.generate import build_generate_stage

@@ -214,7 +214,8 @@ def test_no_cloud_mailboxes_keep_their_mail_on_the_server(
             mailbox="shared")
     assert len(fake_llm.chat_requests) == 1  # only the shared mailbox's message
     private, shared = messages(database)
-    assert private.status == "needs_human" and "route.no_cloud: local/private" in private.status_reason
+    assert private.status == "needs_human"
+    assert "route.no_cloud: local/private" in private.status_reason
     assert shared.status == "drafted"
     [route_private, route_shared] = events(database, "route")
     assert route_private.details["codes"] == ["legal_threat", "no_cloud"]

@@ -86,7 +86,7 @@ def status(as_json: bool) -> int:
                       str(r.last_uid), counts, state))
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     for r in rows:
         if r.last_error:
             when = r.last_error_at.strftime("%Y-%m-%d %H:%M:%S") if r.last_error_at else "?"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
@@ -26,12 +25,12 @@ def route(path: Path, account: str | None) -> int:
     Runs parse, classify, extract and route in memory: no database, no cloud LLM call, no
     mailbox. Thread history and budgets are not known here, so those rules do not fire.
     """
-    from mailbot.cli.draft_cmd import _read
+    from mailbot.cli.common import read_file_bytes
     from mailbot.pipeline import dry_run
     from mailbot.stages import build_stages
 
     config = get_state().config
-    raw = sys.stdin.buffer.read() if str(path) == "-" else _read(path)
+    raw = read_file_bytes(path)
     results = dry_run(build_stages(config, until="route"), raw, account=account)
     decision = results.values.get("route")
     last_name, last = results.steps_by_name[-1]

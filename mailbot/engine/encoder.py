@@ -109,6 +109,13 @@ class Encoder:
             model_dir, manifest, model, max_input_tokens=max_input_tokens, batch_size=batch_size
         )
 
+    def with_max_tokens(self, max_input_tokens: int) -> Encoder:
+        """The same loaded model with another input limit (e.g. longer for KB passages)."""
+        if max_input_tokens == self.max_input_tokens:
+            return self
+        return Encoder(self.model_dir, self.manifest, self._model,
+                       max_input_tokens=max_input_tokens, batch_size=self.batch_size)
+
     @property
     def name(self) -> str:
         """The model's directory name, e.g. "all-MiniLM-L6-v2"."""

@@ -83,12 +83,13 @@ class KnowledgeBase:
         cls, config: Config, database: Database, *, encoder: Encoder | None = None
     ) -> KnowledgeBase:
         """A knowledge base over the configured encoder (loaded only once it is needed)."""
+        limit = config.kb.max_tokens
         if encoder is not None:
-            return cls(database, config.kb, encoder)
+            return cls(database, config.kb, encoder.with_max_tokens(limit))
         from mailbot.engine import ModelRegistry
 
         registry = ModelRegistry(config.models, config.models_path)
-        return cls(database, config.kb, registry.encoder)
+        return cls(database, config.kb, lambda: registry.encoder().with_max_tokens(limit))
 
     @property
     def encoder(self) -> Encoder:
