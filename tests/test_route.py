@@ -235,7 +235,7 @@ def test_route_command_easy_mail_and_no_llm(route_cli: Any) -> None:
 def test_route_command_reports_a_missing_file(tmp_path: Path, capsys: Any) -> None:
     code = run_cli(cli, ["route", "--file", str(tmp_path / "nope.eml")])
     err = capsys.readouterr().err
-    assert code == 66 and "cannot read" in err and "Traceback" not in err
+    assert code == 66 and "nope.eml: no such file" in err and "Traceback" not in err
 
 
 def config_for(tmp_path: Path, encoder_dir: Path, **sections: Any) -> Config:
