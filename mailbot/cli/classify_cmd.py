@@ -75,19 +75,10 @@ def classify(text: str | None, eml: Path | None) -> int:
 
 def _email_text(path: Path) -> str:
     from mailbot.classify import message_text
-    from mailbot.errors import PermanentError
-
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        error = PermanentError(f"{path}: no such file")
-        error.exit_code = ExitCode.NO_INPUT
-        raise error from None
-    except OSError as exc:
-        raise PermanentError(f"{path}: cannot read ({exc.strerror})") from None
+    from mailbot.cli.common import read_file_bytes
     from mailbot.parse import parse_message
 
-    message = parse_message(raw)
+    message = parse_message(read_file_bytes(path))
     return message_text(message.subject, message.new_text or message.text)
 
 
