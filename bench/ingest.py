@@ -85,6 +85,9 @@ def _drop_scratch_postgres(admin_url: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--all-stages", metavar="MODELS_DIR", type=Path, default=None,
+                        help="run every stage (classify, extract, retrieve, route, draft) "
+                             "with the models prepared in MODELS_DIR, not just parse")
     parser.add_argument("--postgres", metavar="ADMIN_URL", nargs="?",
                         const="postgresql://postgres@127.0.0.1:5432/postgres",
                         help="use a scratch database on this PostgreSQL server "
@@ -120,8 +123,12 @@ def main() -> None:
         database = Database(url)
         database.upgrade()
         # The ingest target covers fetch, parse and commit; classification has its own bench.
-        config = config_from_dict({"accounts": [user.account_settings()],
-                                   "classifier": {"enabled": False}})
+        settings: dict[str, object] = {"accounts": [user.account_settings()]}
+        if args.all_stages:
+            settings["models"] = {"dir": str(args.all_stages.resolve())}
+        else:
+            settings["classifier"] = {"enabled": False}
+        config = config_from_dict(settings)
         worker = Worker(config, db=database)
         started = time.perf_counter()
         [report] = worker.poll_all()
@@ -132,8 +139,8 @@ def main() -> None:
         baseline_rate = len(messages) / baseline_s
         rate = len(messages) / sync_s
         print(f"baseline  imapclient fetch only:        {baseline_rate:8.0f} messages/s")
-        print(f"mailbot   fetch + parse + commit ({database.engine.dialect.name}): "
-              f"{rate:8.0f} messages/s")
+        work = "every stage + drafts" if args.all_stages else "fetch + parse + commit"
+        print(f"mailbot   {work} ({database.engine.dialect.name}): {rate:8.0f} messages/s")
         print(f"ratio     mailbot / bare fetch:          {rate / baseline_rate:8.2f}")
         print(f"peak RSS  {peak_rss_mb():.0f} MB")
         print(f"target    >= 300 messages/s: {'met' if rate >= 300 else 'NOT met'}")
