@@ -163,6 +163,8 @@ class Pipeline:
                 setattr(message, column, value)
             for record in result.records:
                 record.message_pk = message.id
+                if getattr(record, "mailbox_id", 0) is None:  # audit events name the mailbox
+                    record.mailbox_id = message.mailbox_id
                 session.add(record)
             if result.status is not None:
                 message.status = result.status

@@ -106,6 +106,7 @@ def test_personal_data_never_reaches_the_cloud_and_comes_back_in_the_draft(
         assert call.details["request"]["messages"] == request.messages  # exactly what was sent
         assert call.tokens_in and call.tokens_out and call.cost and call.cost > 0
         assert call.message_pk == messages(database)[0].id
+        assert call.mailbox_id == messages(database)[0].mailbox_id
     assert set(labels) == {"intent", "priority", "sentiment", "language", "reply"}
     assert "<ORDER_1>" in labels["reply"].value["text"]  # teachers keep the redacted text
     assert all(value not in labels["intent"].input_text for value in PERSONAL)
