@@ -31,7 +31,7 @@ test: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check mailbot tests bench
+	$(BIN)/ruff check mailbot tests bench migrations
 	$(BIN)/mypy mailbot
 
 clean:
