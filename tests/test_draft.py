@@ -142,3 +142,19 @@ def test_a_model_written_body_goes_in_the_shared_layout() -> None:
     assert draft.template == "replies/written.en.txt.j2" and draft.model == "cloud-model"
     assert draft.body.startswith("Hello ") and "A replacement is on its way." in draft.body
     assert draft.body.rstrip().endswith("Northwind Support")
+
+
+def test_template_version_follows_edits_on_disk(tmp_path: Path) -> None:
+    import os
+
+    replies = tmp_path / "replies"
+    replies.mkdir()
+    template = replies / "feedback.en.txt.j2"
+    template.write_text('{% extends "layout.en.txt.j2" %}{% block body %}Thanks!{% endblock %}')
+    templates = ReplyTemplates([tmp_path])
+    first = templates.version("feedback.en.txt.j2")
+    assert templates.version("feedback.en.txt.j2") == first
+    template.write_text('{% extends "layout.en.txt.j2" %}{% block body %}Thank you!{% endblock %}')
+    later = template.stat().st_mtime + 5
+    os.utime(template, (later, later))
+    assert templates.version("feedback.en.txt.j2") != first

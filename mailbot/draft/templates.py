@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, TemplateNotFound
+from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateError, TemplateNotFound
 from jinja2.sandbox import SandboxedEnvironment
 
 from mailbot.errors import PermanentError
@@ -38,6 +38,7 @@ class ReplyTemplates:
             lstrip_blocks=True,
             keep_trailing_newline=False,
         )
+        self._versions: dict[str, tuple[list[Template], str]] = {}
 
     def find(self, intent: str, language: str) -> tuple[str, str] | None:
         """The template for an intent in a language, else in English; (name, language)."""
@@ -59,12 +60,22 @@ class ReplyTemplates:
         return _tidy(text)
 
     def version(self, name: str) -> str:
-        """A short hash of the template and its layout, recorded with every draft."""
+        """A short hash of the template and its layout, recorded with every draft.
+
+        Computed once per template and again only when a file changes on disk, so drafting
+        does not re-read the templates for every message.
+        """
+        cached = self._versions.get(name)
+        if cached is not None and all(t.is_up_to_date for t in cached[0]):
+            return cached[1]
+        parts = (name, *sorted(self._layouts(name)))
         digest = hashlib.sha256()
-        for part in (name, *sorted(self._layouts(name))):
+        for part in parts:
             source, _, _ = self.env.loader.get_source(self.env, part)  # type: ignore[union-attr]
             digest.update(source.encode())
-        return digest.hexdigest()[:12]
+        version = digest.hexdigest()[:12]
+        self._versions[name] = ([self.env.get_template(part) for part in parts], version)
+        return version
 
     def _layouts(self, name: str) -> list[str]:
         language = name.split(".")[-3] if name.count(".") >= 3 else "en"
