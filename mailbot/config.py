@@ -46,6 +46,8 @@ class ModelSettings(_Section):
     # intent, and the encoder runs about 1.6x faster than at 256.
     max_input_tokens: Annotated[int, Field(ge=16, le=8192)] = 128
     batch_size: Annotated[int, Field(ge=1, le=1024)] = 32
+    # Freed blocks up to this size stay with the process for reuse (engine.reuse_freed_memory).
+    reuse_freed_memory_mb: Annotated[int, Field(ge=0, le=1024)] = 1024
 
 
 class AccountSettings(_Section):

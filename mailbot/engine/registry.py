@@ -41,10 +41,12 @@ class ModelRegistry:
     def encoder(self) -> Encoder:
         """The sentence encoder; raises `ModelError` if its directory is missing or corrupt."""
         from mailbot.engine.encoder import Encoder
+        from mailbot.engine.runtime import reuse_freed_memory
 
         with self._lock:
             if self._encoder is None:
                 s = self.settings
+                reuse_freed_memory(s.reuse_freed_memory_mb)
                 default = s.encoder == ModelSettings.model_fields["encoder"].default
                 self._encoder = Encoder.load(
                     self.encoder_dir,
@@ -64,10 +66,12 @@ class ModelRegistry:
         if directory is None:
             return None
         from mailbot.engine.generator import Generator
+        from mailbot.engine.runtime import reuse_freed_memory
 
         with self._lock:
             if self._generator is None:
                 s = self.settings
+                reuse_freed_memory(s.reuse_freed_memory_mb)
                 self._generator = Generator.load(
                     directory,
                     device=s.device,
