@@ -24,6 +24,13 @@ from mailbot.errors import ModelError
 
 log = logging.getLogger(__name__)
 
+# A shared prefix shorter than this is not worth a cached model state.
+MIN_PREFIX_TOKENS = 8
+# Distinct prefixes whose model state is kept for the life of the process. A prefix is a
+# prompt template's fixed instructions, so a deployment has a few; past this limit a new one is
+# still computed once per batch, just not kept.
+MAX_CACHED_PREFIXES = 16
+
 
 @dataclass(frozen=True, slots=True)
 class Generation:
@@ -45,6 +52,8 @@ class Generator:
         self._model = model
         self._tokenizer = _load_tokenizer(model_dir / manifest.tokenizer)
         self._end_ids = _end_token_ids(model_dir, self._tokenizer)
+        self._prefix_ids: dict[str, list[int]] = {}
+        self._cached_prefixes: set[tuple[str, ...]] = set()
 
     @classmethod
     def load(
@@ -100,8 +109,14 @@ class Generator:
         top_p: float = 1.0,
         repetition_penalty: float = 1.0,
         max_batch_size: int = 0,
+        prefix: str = "",
     ) -> list[Generation]:
-        """Continue each prompt; greedy when `temperature` is 0, sampled otherwise."""
+        """Continue each prompt; greedy when `temperature` is 0, sampled otherwise.
+
+        `prefix` is text the prompts begin with and that many later prompts share (a template's
+        instructions): the model reads it once, keeps its state and starts each prompt from
+        there. The output is the same as without it.
+        """
         if not prompts:
             return []
         if max_new_tokens < 1:
@@ -119,6 +134,11 @@ class Generator:
         }
         if self._end_ids:
             sampling["end_token"] = self._end_ids
+        static = self._static_prompt(prefix, encoded) if prefix and not self.is_seq2seq else []
+        if static:
+            tokens = [t[len(static):] for t in tokens]
+            sampling["static_prompt"] = static
+            sampling["cache_static_prompt"] = self._keep_prefix(static)
         if self.is_seq2seq:
             results = self._model.translate_batch(
                 tokens,
@@ -150,6 +170,38 @@ class Generator:
             )
         log.debug("generated for %d prompts in %.1f ms", len(prompts), latency * 1000)
         return generations
+
+    def _static_prompt(self, prefix: str, encoded: Sequence[Any]) -> list[str]:
+        """The tokens every prompt starts with that come from `prefix`, or [] if too few.
+
+        Splitting each prompt's own tokens keeps the model's input exactly as it was; the
+        prefix tokenised alone can end differently from the same text inside a prompt, so only
+        the tokens both agree on are shared.
+        """
+        prefix_ids = self._prefix_ids.get(prefix)
+        if prefix_ids is None:
+            prefix_ids = self._tokenizer.encode(prefix).ids
+            if len(self._prefix_ids) < 4 * MAX_CACHED_PREFIXES:
+                self._prefix_ids[prefix] = prefix_ids
+        shared = len(prefix_ids)
+        for enc in encoded:
+            # Each prompt keeps at least its last token: decoding starts from it.
+            shared = min(shared, len(enc.ids) - 1)
+            for i in range(shared):
+                if enc.ids[i] != prefix_ids[i]:
+                    shared = i
+                    break
+        return list(encoded[0].tokens[:shared]) if shared >= MIN_PREFIX_TOKENS else []
+
+    def _keep_prefix(self, static: list[str]) -> bool:
+        """Whether the model state after `static` may be kept (a bounded number are)."""
+        key = tuple(static)
+        if key in self._cached_prefixes:
+            return True
+        if len(self._cached_prefixes) >= MAX_CACHED_PREFIXES:
+            return False
+        self._cached_prefixes.add(key)
+        return True
 
     def score_choices(
         self, prompt: str, choices: Sequence[str], *, include_end: bool = False
