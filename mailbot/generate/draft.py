@@ -103,11 +103,14 @@ class ReplyGenerator:
 
     def prompt(self, request: ReplyRequest) -> str:
         """The prompt for one reply: instructions, passages, facts and the delimited email."""
+        return self.prompts.render(REPLY_TEMPLATE, self._context(request))
+
+    def _context(self, request: ReplyRequest) -> dict[str, Any]:
         message = request.message
         body = (message.new_text or message.text)[:MAX_EMAIL_CHARS]
         facts = {name: neutralise(str(value))
                  for name, value in field_values(request.extraction).items()}
-        return self.prompts.render(REPLY_TEMPLATE, {
+        return {
             "company": self.company,
             "language": request.language,
             "language_name": _language_name(request.language),
@@ -116,15 +119,19 @@ class ReplyGenerator:
                            for p in self.grounded(request.passages)],
             "facts": facts,
             "email": email_context(message.subject, body),
-        })
+        }
 
     def write_many(self, requests: Sequence[ReplyRequest]) -> list[GeneratedReply]:
         """One reply per request, generated as one batch and gated one by one."""
         if not requests:
             return []
         prompts = [self.prompt(r) for r in requests]
+        # The instructions are the same for every email: the model reads them once.
+        prefix = self.prompts.prefix(REPLY_TEMPLATE, self._context(requests[0]))
         try:
-            generations = self.generator.generate(prompts, max_new_tokens=self.max_new_tokens)
+            generations = self.generator.generate(
+                prompts, max_new_tokens=self.max_new_tokens, prefix=prefix
+            )
         except (ModelError, RuntimeError, ValueError) as exc:
             log.warning("the generator failed: %s", exc)
             return [self._failed(f"the generator failed: {exc}") for _ in requests]

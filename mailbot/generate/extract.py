@@ -180,25 +180,33 @@ class GeneratorExtractor:
 
     def prompt(self, text: str, schema: FieldSchema, problem: str | None = None) -> str:
         """The extraction prompt; `problem` says what was wrong with the previous answer."""
-        # The analysed text holds the subject already (see fields.message_text).
-        return self.prompts.render(EXTRACT_TEMPLATE, {
-            "fields": [{"name": s.name, "hint": field_hint(s)} for s in schema.specs],
-            "email": email_context("", text[:MAX_EMAIL_CHARS]),
-            # The problem may quote the model's answer, which may quote the email.
-            "problem": neutralise(problem) if problem else None,
-        })
+        return self.prompts.render(EXTRACT_TEMPLATE, _context(text, schema, problem))
 
     def _generate(self, text: str, schema: FieldSchema, problem: str | None,
                   tokens: list[int]) -> str:
         try:
+            context = _context(text, schema, problem)
             [generation] = self.generator.generate(
-                [self.prompt(text, schema, problem)], max_new_tokens=self.max_new_tokens)
+                [self.prompts.render(EXTRACT_TEMPLATE, context)],
+                max_new_tokens=self.max_new_tokens,
+                prefix=self.prompts.prefix(EXTRACT_TEMPLATE, context),
+            )
         except (ModelError, RuntimeError, ValueError) as exc:
             log.warning("the generator failed: %s", exc)
             return ""
         tokens[0] += int(getattr(generation, "prompt_tokens", 0))
         tokens[1] += int(getattr(generation, "generated_tokens", 0))
         return str(generation.text)
+
+
+def _context(text: str, schema: FieldSchema, problem: str | None) -> dict[str, Any]:
+    return {
+        "fields": [{"name": s.name, "hint": field_hint(s)} for s in schema.specs],
+        # The analysed text holds the subject already (see fields.message_text).
+        "email": email_context("", text[:MAX_EMAIL_CHARS]),
+        # The problem may quote the model's answer, which may quote the email.
+        "problem": neutralise(problem) if problem else None,
+    }
 
 
 def field_hint(spec: FieldSpec) -> str:

@@ -21,6 +21,8 @@ from mailbot.llm.prompts import PromptRenderer, default_prompts_dir
 log = logging.getLogger(__name__)
 
 SLM_TEMPLATES = ("slm_reply.j2", "slm_extract.j2")
+# Where a template's fixed instructions end inside the chat format (never in real text).
+_PREFIX_END = "\ue000mailbot-prefix-end\ue000"
 
 
 class TextGenerator(Protocol):
@@ -32,7 +34,9 @@ class TextGenerator(Protocol):
     @property
     def version(self) -> str: ...
 
-    def generate(self, prompts: Sequence[str], max_new_tokens: int = 256) -> list[Any]: ...
+    def generate(
+        self, prompts: Sequence[str], max_new_tokens: int = 256, *, prefix: str = ""
+    ) -> list[Any]: ...
 
 
 class ChatFormat:
@@ -116,6 +120,23 @@ class SlmPrompts:
         """One template rendered as the model is to see it."""
         text = self.renderer.render(name, context)
         return self.chat.format(text) if self.chat is not None else text
+
+    def prefix(self, name: str, context: Mapping[str, Any]) -> str:
+        """How every prompt from `name` begins: its fixed instructions as the model sees them.
+
+        They come from `<name>_instructions.j2`, which the template includes first; "" when
+        there is no such file (a customised template may lack one).
+        """
+        instructions = name.removesuffix(".j2") + "_instructions.j2"
+        if not (self.directory / instructions).is_file():
+            return ""
+        text = self.renderer.render(instructions, context)
+        if self.chat is None:
+            return text
+        # The chat format wraps the whole user turn: cut it where the instructions end.
+        formatted = self.chat.format(text + _PREFIX_END)
+        end = formatted.find(_PREFIX_END)
+        return formatted[:end] if end > 0 else ""
 
 
 def _raise_template_error(message: str) -> None:
