@@ -155,9 +155,11 @@ def main() -> int:
     from mailbot.config import ModelSettings
     from mailbot.engine import ModelRegistry
     from mailbot.engine.convert import default_encoder_source, prepare_default_encoder
+    from mailbot.engine.runtime import cpu_summary
 
     emails = support_emails(args.emails)
     words = sum(len(e.split()) for e in emails) / len(emails)
+    print(cpu_summary())
     print(f"{len(emails)} emails, {words:.0f} words on average, {args.threads} threads")
 
     models = Path(tempfile.gettempdir()) / "mailbot-bench-models"

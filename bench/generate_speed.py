@@ -147,7 +147,7 @@ def main() -> int:
     from mailbot.engine import Generator
     from mailbot.engine.convert import convert_model
     from mailbot.engine.manifest import verify_model_dir
-    from mailbot.engine.runtime import reuse_freed_memory
+    from mailbot.engine.runtime import cpu_summary, reuse_freed_memory
     from mailbot.errors import ModelError
 
     reuse_mb = ModelSettings().reuse_freed_memory_mb
@@ -166,6 +166,7 @@ def main() -> int:
     except ModelError:
         print("converting it to CTranslate2 int8 ...", flush=True)
         convert_model(str(hf_dir), ct2_dir, quantization="int8", force=True)
+    print(cpu_summary())
     print(f"model ready in {time.perf_counter() - started:.0f} s; {args.threads} threads; "
           f"freed memory {f'reused up to {reuse_mb} MB' if reused else 'returned to the system'}")
 

@@ -17,6 +17,7 @@ import pytest
 from mailbot.config import ModelSettings
 from mailbot.engine import Encoder, Generator, ModelRegistry
 from mailbot.engine.manifest import MANIFEST_NAME, read_manifest
+from mailbot.engine.runtime import cpu_summary
 from mailbot.errors import ConfigError, ModelError
 
 SUPPORT_TEXTS = [
@@ -479,3 +480,20 @@ def test_freed_buffers_are_reused_instead_of_faulted_in_again() -> None:
     # kept, the first one's pages serve the other 19.
     assert default_faults > 15 * pages
     assert faults < 2 * pages
+
+
+@pytest.mark.parametrize(("flags", "expected"), [
+    ("fpu sse avx2 avx512f avx512_vnni avx512_bf16", "instructions: avx512_vnni"),
+    ("fpu sse avx2 fma", "instructions: none: int8 runs on AVX2"),
+])
+def test_the_cpu_summary_says_whether_int8_has_dot_product_instructions(
+    tmp_path: Path, flags: str, expected: str
+) -> None:
+    """Without VNNI int8 runs several times slower, which explains a slow machine."""
+    cpuinfo = tmp_path / "cpuinfo"
+    processor = (f"processor\t: {{n}}\nmodel name\t: AMD EPYC 9454\ncpu family\t: 25\n"
+                 f"model\t\t: 17\nflags\t\t: {flags}\n\n")
+    cpuinfo.write_text(processor.format(n=0) + processor.format(n=1))
+    summary = cpu_summary(cpuinfo)
+    assert summary == f"AMD EPYC 9454 (family 25 model 17); int8 dot-product {expected}"
+    assert cpu_summary(tmp_path / "missing") == "CPU unknown"

@@ -61,6 +61,31 @@ def resolve_compute_type(device: str, compute_type: str) -> str:
     return "default"
 
 
+# CPU flags (Linux names) that give int8 matrix products a dot-product instruction; without
+# one, int8 inference runs several times slower (measured: about 4x for the encoder).
+_INT8_DOT_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni", "asimddp")
+
+
+def cpu_summary(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model and its int8 dot-product instructions, for logs and bench reports."""
+    try:
+        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "CPU unknown"
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    model = fields.get("model name") or fields.get("Model") or "CPU"
+    family = f" (family {fields['cpu family']} model {fields['model']})" if (
+        "cpu family" in fields and "model" in fields) else ""
+    dot = [f for f in _INT8_DOT_FLAGS if f in flags]
+    isa = ", ".join(dot) if dot else "none: int8 runs on " + (
+        "AVX2" if "avx2" in flags else "plain SIMD")
+    return f"{model}{family}; int8 dot-product instructions: {isa}"
+
+
 def to_float32(view: Any) -> np.ndarray:
     """A CTranslate2 StorageView (on any device, any float type) as a float32 NumPy array."""
     if view.device != "cpu":
@@ -112,6 +137,7 @@ def reuse_freed_memory(limit_mb: int) -> bool:
 # and its weights in memory, and the models are safe to call from several threads.
 _MODELS: dict[tuple[Any, ...], Any] = {}
 _MODELS_LOCK = threading.Lock()
+_CPU_LOGGED = False
 
 
 def load_ct2_model(
@@ -139,8 +165,12 @@ def load_ct2_model(
         intra_threads,
         inter_threads,
     )
+    global _CPU_LOGGED
     with _MODELS_LOCK:
         model = _MODELS.get(key)
+        if model is None and device == "cpu" and not _CPU_LOGGED:
+            _CPU_LOGGED = True
+            log.info("%s", cpu_summary())
         if model is None:
             log.info(
                 "loading %s from %s (%s, %s, %d intra / %d inter threads)",
