@@ -286,6 +286,7 @@ def _run_converter(source: str, output: Path, quantization: str) -> None:
         TransformersConverter(source, low_cpu_mem_usage=True).convert(
             str(output), quantization=quantization, force=True
         )
+    # NotImplementedError: an architecture CTranslate2 has no loader for.
     except (OSError, ValueError, NotImplementedError, KeyError) as exc:
         raise ModelError(f"CTranslate2 cannot convert {source}: {exc}") from None
 

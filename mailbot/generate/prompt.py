@@ -108,6 +108,12 @@ class SlmPrompts:
                               f"{', '.join(missing)} are missing; reinstall mailbot")
         self.renderer = PromptRenderer(self.directory)
         self.chat = chat
+        # Each template's fixed instructions, where the folder has them (looked up once).
+        self._instructions: dict[str, str] = {}
+        for name in SLM_TEMPLATES:
+            instructions = name.removesuffix(".j2") + "_instructions.j2"
+            if (self.directory / instructions).is_file():
+                self._instructions[name] = instructions
 
     @classmethod
     def for_model(cls, config: Any, model_dir: Path | None) -> SlmPrompts:
@@ -127,8 +133,8 @@ class SlmPrompts:
         They come from `<name>_instructions.j2`, which the template includes first; "" when
         there is no such file (a customised template may lack one).
         """
-        instructions = name.removesuffix(".j2") + "_instructions.j2"
-        if not (self.directory / instructions).is_file():
+        instructions = self._instructions.get(name)
+        if instructions is None:
             return ""
         text = self.renderer.render(instructions, context)
         if self.chat is None:
