@@ -98,6 +98,7 @@ def to_float32(view: Any) -> np.ndarray:
 # glibc's mallopt() parameters (malloc.h).
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
 _ALLOCATOR_LIMIT_MB: int | None = None
 
 
@@ -107,8 +108,18 @@ def reuse_freed_memory(limit_mb: int) -> bool:
     Inference allocates and frees its activations layer by layer. glibc hands every block over
     32 MB straight back to the kernel, so a batch of prompts faults all of that memory in again
     at each layer: measured, this cost about 40% of an 8-prompt generation. Kept blocks make the
-    process's RSS stay at its peak instead of shrinking between batches. 0 keeps glibc's
-    defaults. Returns whether the setting is in effect; the first call in a process wins.
+    process's RSS stay at its peak instead of shrinking between batches.
+
+    CTranslate2 runs a model in threads of its own, and glibc gives threads other than the main
+    one arenas of 64 MB heaps that go back to the kernel as soon as they empty, whatever the
+    thresholds: a generator's key/value cache, reallocated one token longer at every step, was
+    faulted in afresh on every call (about 10% of a batch's time). So all threads share the
+    main heap; small blocks still come from per-thread caches without a lock. This must happen
+    before the inference threads first allocate, which is why the registry calls it before
+    loading a model.
+
+    0 keeps glibc's defaults. Returns whether the setting is in effect; the first call in a
+    process wins.
     """
     global _ALLOCATOR_LIMIT_MB
     if limit_mb <= 0:
@@ -125,7 +136,8 @@ def reuse_freed_memory(limit_mb: int) -> bool:
     limit = min(limit_mb, 1024) * 1024 * 1024  # mallopt takes an int: 2 GB at most
     # The trim threshold must exceed the mmap threshold, or the top of the heap is given
     # back as soon as a large block there is freed.
-    if not (mallopt(_M_MMAP_THRESHOLD, limit) and mallopt(_M_TRIM_THRESHOLD, 2 * limit - 1)):
+    if not (mallopt(_M_MMAP_THRESHOLD, limit) and mallopt(_M_TRIM_THRESHOLD, 2 * limit - 1)
+            and mallopt(_M_ARENA_MAX, 1)):
         log.warning("the C library refused mallopt(%d MB); using its defaults", limit_mb)
         return False
     _ALLOCATOR_LIMIT_MB = limit_mb
