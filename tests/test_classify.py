@@ -282,3 +282,29 @@ def test_classify_command_prints_json_for_text_and_for_an_email_file(
     assert code == 66 and "no such file" in err and "Traceback" not in err
     code, _, err = run(["--config", str(config_file), "classify"], capsys)
     assert code == 64
+
+
+def test_lexical_features_are_scikit_learns_tf_idf() -> None:
+    """The runtime's own TF-IDF (no scikit-learn in the worker) matches the reference one."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from mailbot.classify.lexical import LexicalVectorizer, _grams, gram_counts
+
+    train = ["Where is my order 12345? It has not arrived.",
+             "I want a refund for order 12345, the parcel arrived damaged.",
+             "Cancel my subscription please", "My card was charged twice!"]
+    ours = LexicalVectorizer.fit(train, min_char_df=1)
+    theirs = TfidfVectorizer(analyzer=lambda text: list(_grams(text, (2, 5))),
+                             sublinear_tf=True, smooth_idf=True, norm="l2")
+    theirs.fit(train)
+    assert set(ours.vocabulary) == set(theirs.vocabulary_)
+    column = np.array([theirs.vocabulary_[g] for g in
+                       sorted(ours.vocabulary, key=ours.vocabulary.__getitem__)])
+    for text in ["My order 12345 arrived damaged, I want a refund refund refund.",
+                 "charged twice for my subscription", "nothing known here: xyzzy", ""]:
+        indices, values = ours.transform_row(gram_counts(text))
+        dense = np.zeros(ours.size, np.float32)
+        dense[indices] = values
+        expected = theirs.transform([text]).toarray()[0][column]
+        np.testing.assert_allclose(dense, expected, atol=1e-6)
+        assert ours.transform_row(text)[0].tolist() == indices.tolist()

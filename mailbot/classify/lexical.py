@@ -8,10 +8,12 @@ neither scikit-learn nor scipy.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from itertools import repeat
 
 import numpy as np
 
@@ -34,10 +36,18 @@ def _word_grams(words: list[str]) -> Iterable[str]:
 
 def _char_grams(words: list[str], low: int, high: int) -> Iterable[str]:
     for word in set(words):
-        padded = f" {word} "
-        for size in range(low, high + 1):
-            for start in range(len(padded) - size + 1):
-                yield "#" + padded[start : start + size]
+        yield from _word_char_grams(word, low, high)
+
+
+@functools.lru_cache(maxsize=8192)
+def _word_char_grams(word: str, low: int, high: int) -> tuple[str, ...]:
+    """A word's character n-grams, cached: support mail reuses a small vocabulary."""
+    padded = f" {word} "
+    return tuple(
+        "#" + padded[start : start + size]
+        for size in range(low, high + 1)
+        for start in range(len(padded) - size + 1)
+    )
 
 
 class LexicalVectorizer:
@@ -80,18 +90,13 @@ class LexicalVectorizer:
     def transform_row(self, text: str | Counter[str]) -> SparseRow:
         """One text (or its `gram_counts`) as sparse (indices, values)."""
         grams = text if isinstance(text, Counter) else gram_counts(text, self.char_range)
-        lookup = self.vocabulary.get
-        found: list[int] = []
-        counts: list[int] = []
-        for gram, count in grams.items():
-            index = lookup(gram)
-            if index is not None:
-                found.append(index)
-                counts.append(count)
-        if not found:
+        # dict.get mapped over the grams runs in C; -1 marks those outside the vocabulary.
+        found = np.fromiter(map(self.vocabulary.get, grams, repeat(-1)), np.int64, len(grams))
+        known = found >= 0
+        if not known.any():
             return np.zeros(0, np.int32), np.zeros(0, np.float32)
-        indices = np.array(found, np.int32)
-        tf = np.array(counts, np.float32)
+        indices = found[known].astype(np.int32)
+        tf = np.fromiter(grams.values(), np.float32, len(grams))[known]
         values = (1.0 + np.log(tf)) * self.idf[indices]
         values /= np.linalg.norm(values)
         return indices, values.astype(np.float32)
