@@ -10,8 +10,8 @@ exactly 64 new tokens, once for a single prompt and once for a batch of 8.
 mailbot's own reply prompts begin with the same instructions for every email
 (templates/prompts/slm_reply_instructions.j2), which the generator reads once and keeps the
 model state of. A third row measures that shape: the instructions' length in tokens, then the
-rest of the 300 tokens different for each prompt. The process uses mailbot's default
-`models.reuse_freed_memory_mb`, for both libraries.
+rest of the 300 tokens different for each prompt. The process uses mailbot's defaults for
+`models.reuse_freed_memory_mb` (for both libraries) and `models.cpu_isa`.
 
     .venv/bin/python bench/generate_speed.py [--threads 2] [--batch 8] [--repeats 2]
 
@@ -147,11 +147,13 @@ def main() -> int:
     from mailbot.engine import Generator
     from mailbot.engine.convert import convert_model
     from mailbot.engine.manifest import verify_model_dir
-    from mailbot.engine.runtime import cpu_summary, reuse_freed_memory
+    from mailbot.engine.runtime import choose_cpu_isa, cpu_summary, reuse_freed_memory
     from mailbot.errors import ModelError
 
-    reuse_mb = ModelSettings().reuse_freed_memory_mb
+    defaults = ModelSettings()
+    reuse_mb = defaults.reuse_freed_memory_mb
     reused = reuse_freed_memory(reuse_mb)
+    isa = choose_cpu_isa(defaults.cpu_isa) or "CTranslate2's choice"
 
     cache = Path(tempfile.gettempdir()) / "mailbot-bench-models"
     cache.mkdir(exist_ok=True)
@@ -168,7 +170,8 @@ def main() -> int:
         convert_model(str(hf_dir), ct2_dir, quantization="int8", force=True)
     print(cpu_summary())
     print(f"model ready in {time.perf_counter() - started:.0f} s; {args.threads} threads; "
-          f"freed memory {f'reused up to {reuse_mb} MB' if reused else 'returned to the system'}")
+          f"freed memory {f'reused up to {reuse_mb} MB' if reused else 'returned to the system'}; "
+          f"CPU kernels: {isa}")
 
     generator = Generator.load(ct2_dir, compute_type="int8", intra_threads=args.threads)
     torch.set_num_threads(args.threads)

@@ -48,6 +48,8 @@ class ModelSettings(_Section):
     batch_size: Annotated[int, Field(ge=1, le=1024)] = 32
     # Freed blocks up to this size stay with the process for reuse (engine.reuse_freed_memory).
     reuse_freed_memory_mb: Annotated[int, Field(ge=0, le=1024)] = 1024
+    # The instruction set of CTranslate2's own CPU kernels (engine.choose_cpu_isa).
+    cpu_isa: Literal["auto", "ctranslate2", "avx512", "avx2", "avx", "neon", "generic"] = "auto"
 
 
 class AccountSettings(_Section):

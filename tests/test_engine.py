@@ -17,7 +17,7 @@ import pytest
 from mailbot.config import ModelSettings
 from mailbot.engine import Encoder, Generator, ModelRegistry
 from mailbot.engine.manifest import MANIFEST_NAME, read_manifest
-from mailbot.engine.runtime import cpu_summary
+from mailbot.engine.runtime import choose_cpu_isa, cpu_summary
 from mailbot.errors import ConfigError, ModelError
 
 SUPPORT_TEXTS = [
@@ -542,3 +542,96 @@ def test_the_cpu_summary_says_whether_int8_has_dot_product_instructions(
     summary = cpu_summary(cpuinfo)
     assert summary == f"AMD EPYC 9454 (family 25 model 17); int8 dot-product {expected}"
     assert cpu_summary(tmp_path / "missing") == "CPU unknown"
+
+
+@pytest.fixture
+def fresh_cpu_isa(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Undo this process's instruction-set choice for one test (CTranslate2 has read it)."""
+    from mailbot.engine import runtime
+
+    monkeypatch.setattr(runtime, "_CPU_ISA_SET", False)
+    monkeypatch.delenv("CT2_FORCE_CPU_ISA", raising=False)
+
+
+def _cpuinfo(tmp_path: Path, flags: str) -> Path:
+    path = tmp_path / "cpuinfo"
+    path.write_text(f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n\n")
+    return path
+
+
+AVX512_VNNI = "fpu avx avx2 avx512f avx512cd avx512vl avx512dq avx512bw avx512_vnni"
+
+
+@pytest.mark.usefixtures("fresh_cpu_isa")
+def test_auto_uses_avx512_where_the_cpu_has_avx512_vnni(tmp_path: Path) -> None:
+    import os
+
+    assert choose_cpu_isa("auto", _cpuinfo(tmp_path, AVX512_VNNI)) == "AVX512"
+    assert os.environ["CT2_FORCE_CPU_ISA"] == "AVX512"
+    # CTranslate2 reads it once: a later choice changes nothing.
+    assert choose_cpu_isa("avx2", _cpuinfo(tmp_path, AVX512_VNNI)) == "AVX512"
+
+
+@pytest.mark.usefixtures("fresh_cpu_isa")
+@pytest.mark.parametrize("flags", ["fpu avx avx2 fma",  # AVX2 only
+                                   "fpu avx avx2 avx512f avx512cd avx512vl avx512dq avx512bw"])
+def test_auto_leaves_the_choice_to_ctranslate2_elsewhere(tmp_path: Path, flags: str) -> None:
+    import os
+
+    assert choose_cpu_isa("auto", _cpuinfo(tmp_path, flags)) is None
+    assert "CT2_FORCE_CPU_ISA" not in os.environ
+
+
+@pytest.mark.usefixtures("fresh_cpu_isa")
+def test_an_instruction_set_the_cpu_lacks_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"models.cpu_isa = 'avx512', but this CPU lacks "
+                                          r"avx512bw, avx512cd.*set it to 'auto'"):
+        choose_cpu_isa("avx512", _cpuinfo(tmp_path, "fpu avx avx2 avx512f avx512vl avx512dq"))
+
+
+@pytest.mark.usefixtures("fresh_cpu_isa")
+def test_ct2_force_cpu_isa_in_the_environment_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CT2_FORCE_CPU_ISA", "AVX2")
+    assert choose_cpu_isa("auto", _cpuinfo(tmp_path, AVX512_VNNI)) == "AVX2"
+
+
+_EMBED_WITH_ISA = """
+import json, sys
+from pathlib import Path
+from mailbot.config import ModelSettings
+from mailbot.engine import ModelRegistry
+models, name, isa = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+encoder = ModelRegistry(ModelSettings(encoder=name, cpu_isa=isa), models).encoder()
+print(json.dumps(encoder.embed(json.loads(sys.stdin.read())).vectors.tolist()))
+"""
+
+
+def test_the_cpu_isa_setting_reaches_ctranslate2_and_keeps_the_embeddings(
+    encoder_dir: Path, reference_vectors: np.ndarray
+) -> None:
+    """What CTranslate2 logs it selected, per setting, on this machine's own CPU."""
+    import json
+    import os
+
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = set(cpuinfo.read_text().split()) if cpuinfo.exists() else set()
+    avx512 = {"avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw"} <= flags
+    if not flags or "avx2" not in flags:
+        pytest.skip("needs an x86 CPU with AVX2 and a readable /proc/cpuinfo")
+    settings = {"ctranslate2": "AVX2", "avx2": "AVX2",
+                "auto": "AVX512" if avx512 and "avx512_vnni" in flags else "AVX2"}
+    if avx512:
+        settings["avx512"] = "AVX512"
+    env = {k: v for k, v in os.environ.items() if k != "CT2_FORCE_CPU_ISA"}
+    env["CT2_VERBOSE"] = "1"
+    for setting, selected in settings.items():
+        run = subprocess.run(
+            [sys.executable, "-c", _EMBED_WITH_ISA, str(encoder_dir.parent), encoder_dir.name,
+             setting], input=json.dumps(SUPPORT_TEXTS), capture_output=True, text=True,
+            env=env, check=True)
+        assert f"Selected ISA: {selected}" in run.stderr, (setting, run.stderr[-2000:])
+        vectors = np.array(json.loads(run.stdout), np.float32)
+        cosines = _cosines(vectors, reference_vectors)
+        assert cosines.min() > 0.985, (setting, cosines)

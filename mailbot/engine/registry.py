@@ -41,12 +41,13 @@ class ModelRegistry:
     def encoder(self) -> Encoder:
         """The sentence encoder; raises `ModelError` if its directory is missing or corrupt."""
         from mailbot.engine.encoder import Encoder
-        from mailbot.engine.runtime import reuse_freed_memory
+        from mailbot.engine.runtime import choose_cpu_isa, reuse_freed_memory
 
         with self._lock:
             if self._encoder is None:
                 s = self.settings
                 reuse_freed_memory(s.reuse_freed_memory_mb)
+                choose_cpu_isa(s.cpu_isa)
                 default = s.encoder == ModelSettings.model_fields["encoder"].default
                 self._encoder = Encoder.load(
                     self.encoder_dir,
@@ -66,12 +67,13 @@ class ModelRegistry:
         if directory is None:
             return None
         from mailbot.engine.generator import Generator
-        from mailbot.engine.runtime import reuse_freed_memory
+        from mailbot.engine.runtime import choose_cpu_isa, reuse_freed_memory
 
         with self._lock:
             if self._generator is None:
                 s = self.settings
                 reuse_freed_memory(s.reuse_freed_memory_mb)
+                choose_cpu_isa(s.cpu_isa)
                 self._generator = Generator.load(
                     directory,
                     device=s.device,
