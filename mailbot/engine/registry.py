@@ -28,6 +28,13 @@ class ModelRegistry:
         self._encoder: Encoder | None = None
         self._generator: Generator | None = None
 
+    def _prepare_process(self) -> None:
+        """Process-wide settings CTranslate2 reads when it loads its first model."""
+        from mailbot.engine.runtime import choose_cpu_isa, reuse_freed_memory
+
+        reuse_freed_memory(self.settings.reuse_freed_memory_mb)
+        choose_cpu_isa(self.settings.cpu_isa)
+
     @property
     def encoder_dir(self) -> Path:
         """Where the configured encoder lives."""
@@ -41,13 +48,11 @@ class ModelRegistry:
     def encoder(self) -> Encoder:
         """The sentence encoder; raises `ModelError` if its directory is missing or corrupt."""
         from mailbot.engine.encoder import Encoder
-        from mailbot.engine.runtime import choose_cpu_isa, reuse_freed_memory
 
         with self._lock:
             if self._encoder is None:
                 s = self.settings
-                reuse_freed_memory(s.reuse_freed_memory_mb)
-                choose_cpu_isa(s.cpu_isa)
+                self._prepare_process()
                 default = s.encoder == ModelSettings.model_fields["encoder"].default
                 self._encoder = Encoder.load(
                     self.encoder_dir,
@@ -67,13 +72,11 @@ class ModelRegistry:
         if directory is None:
             return None
         from mailbot.engine.generator import Generator
-        from mailbot.engine.runtime import choose_cpu_isa, reuse_freed_memory
 
         with self._lock:
             if self._generator is None:
                 s = self.settings
-                reuse_freed_memory(s.reuse_freed_memory_mb)
-                choose_cpu_isa(s.cpu_isa)
+                self._prepare_process()
                 self._generator = Generator.load(
                     directory,
                     device=s.device,
