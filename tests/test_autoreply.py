@@ -7,9 +7,9 @@ from email import policy as policies
 
 import pytest
 
-from mailbot.autoreply import detect_auto_reply
-from mailbot.message import Address
-from mailbot.parse import parse_message
+from mailbot.parse.autoreply import detect_auto_reply
+from mailbot.parse.message import Address
+from mailbot.parse.mime import parse_message
 
 
 def raw_mail(extra_headers: str = "", subject: str = "Where is my order #A10234?",

@@ -118,7 +118,7 @@ def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 def test_seed_heads_file_the_packaged_samples_under_the_right_intent(
     seed_classifier: Classifier,
 ) -> None:
-    from mailbot.parse import parse_message
+    from mailbot.parse.mime import parse_message
 
     files = {p.name: p for p in SAMPLES.glob("*.eml")}
     missing = sorted(set(EXPECTED_SAMPLE_INTENTS) - set(files))

@@ -8,8 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from mailbot.config import CostSettings
-from mailbot.cost import (
+from mailbot.audit.cost import (
     TokenPrices,
     budget_state,
     cpu_cost,
@@ -19,6 +18,7 @@ from mailbot.cost import (
     period_starts,
     record_budget_exhausted,
 )
+from mailbot.config import CostSettings
 from mailbot.db.models import Event
 
 

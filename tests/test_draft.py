@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from mailbot.compose.mime import TOKEN_HEADER, reply_subject
+from mailbot.compose.reply import DraftOptions, NoDraft, compose_draft
+from mailbot.compose.templates import ReplyTemplates, TemplateProblem
 from mailbot.config import config_from_dict
-from mailbot.draft.compose import DraftOptions, NoDraft, compose_draft
-from mailbot.draft.mime import TOKEN_HEADER, reply_subject
-from mailbot.draft.templates import ReplyTemplates, TemplateProblem
-from mailbot.message import Address
-from mailbot.parse import parse_message
-from mailbot.pipeline import dry_run
+from mailbot.parse.message import Address
+from mailbot.parse.mime import parse_message
+from mailbot.pipeline.runner import dry_run
+from mailbot.pipeline.wiring import build_stages
 from mailbot.resources import data_dir
-from mailbot.stages import build_stages
 from tests.support.mail import out_of_office, support_email
 
 SUPPORT = Address("Northwind Support", "support@northwind.example")

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from mailbot.compose.mime import TOKEN_HEADER
 from mailbot.db.drafts import DraftRecord
 from mailbot.db.models import Event, Message
 from mailbot.db.session import Database
-from mailbot.draft.mime import TOKEN_HEADER
 from mailbot.resources import data_dir
 from tests.support.dovecot import ImapUser
 from tests.support.mail import bounce, out_of_office

@@ -15,10 +15,10 @@ from mailbot.db.drafts import DraftRecord
 from mailbot.db.llm_records import TeacherLabel
 from mailbot.db.models import Event, Message
 from mailbot.db.session import Database
-from mailbot.ledger import record_event
-from mailbot.pipeline import Pipeline
-from mailbot.sources.local import ingest_local
-from mailbot.stages import build_stages
+from mailbot.ingest.ledger import record_event
+from mailbot.ingest.maildir import ingest_local
+from mailbot.pipeline.runner import Pipeline
+from mailbot.pipeline.wiring import build_stages
 from tests.support.fake_openai import ReceivedRequest, Reply, default_answer
 from tests.support.mail import support_email
 from tests.test_route import config_for

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from mailbot.cli import cli
 from mailbot.fields import RuleExtractor, build_schema, extract_message
 from mailbot.fields.evaluate import evaluate, load_records
-from mailbot.parse import parse_message
+from mailbot.parse.mime import parse_message
 
 DATA = Path(__file__).parent / "data" / "extraction"
 SAMPLES = Path(__file__).resolve().parents[1] / "mailbot" / "data" / "samples"

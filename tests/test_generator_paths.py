@@ -16,6 +16,10 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from mailbot.compose.gates import GateSettings, check_body
+from mailbot.compose.generator import GenerateStage, ReplyGenerator, ReplyRequest
+from mailbot.compose.prompts import ChatFormat, SlmPrompts
+from mailbot.compose.safety import ReplyContext, SafetyChecker
 from mailbot.config import Config, config_from_dict
 from mailbot.db.drafts import DraftRecord
 from mailbot.db.models import Event, MessageStatus
@@ -23,23 +27,13 @@ from mailbot.db.session import Database
 from mailbot.engine import Generation, ModelRegistry
 from mailbot.errors import ConfigError
 from mailbot.fields import build_schema, extract_message
-from mailbot.generate import (
-    ChatFormat,
-    GateSettings,
-    GenerateStage,
-    GeneratorExtractor,
-    ReplyGenerator,
-    ReplyRequest,
-    SlmPrompts,
-    check_body,
-)
+from mailbot.fields.generator import GeneratorExtractor
+from mailbot.ingest.maildir import ingest_local
 from mailbot.kb.index import Passage
-from mailbot.parse import parse_message
-from mailbot.pipeline import Pipeline, dry_run
+from mailbot.parse.mime import parse_message
+from mailbot.pipeline.runner import Pipeline, dry_run
+from mailbot.pipeline.wiring import ExtractStage, ParseStage, build_stages
 from mailbot.resources import data_dir
-from mailbot.safety import ReplyContext, SafetyChecker
-from mailbot.sources.local import ingest_local
-from mailbot.stages import ExtractStage, ParseStage, build_stages
 
 SAMPLES = data_dir() / "samples"
 ORDER_STATUS = SAMPLES / "01_order_status.eml"

@@ -14,9 +14,9 @@ from mailbot.config import config_from_dict
 from mailbot.daemon import Worker
 from mailbot.db.models import Event, Mailbox, Message, MessageStatus, RawMessage
 from mailbot.db.session import Database
-from mailbot.ledger import mailbox_statuses
-from mailbot.pipeline import StageResult, WorkItem
-from mailbot.stages import ParseStage
+from mailbot.ingest.ledger import mailbox_statuses
+from mailbot.pipeline.runner import StageResult, WorkItem
+from mailbot.pipeline.wiring import ParseStage
 from tests.support.dovecot import ImapUser
 from tests.support.mail import bounce, out_of_office, support_email
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from mailbot.audit.cost import TokenPrices
 from mailbot.config import LLMSettings, config_from_dict
-from mailbot.cost import TokenPrices
 from mailbot.llm import (
     CircuitBreaker,
     LLMClient,

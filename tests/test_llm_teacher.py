@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from mailbot.audit.cost import TokenPrices
 from mailbot.classify.data import read_labeled_csv
 from mailbot.config import LLMSettings
-from mailbot.cost import TokenPrices
 from mailbot.db.llm_records import TeacherLabel
 from mailbot.db.models import Event
-from mailbot.ledger import NewMessage, add_messages, get_or_create_mailbox, sha256_hex
+from mailbot.ingest.ledger import NewMessage, add_messages, get_or_create_mailbox, sha256_hex
 from mailbot.llm import LLMClient, LLMResponseInvalid, LLMUnavailable
 from mailbot.llm.audit import record_llm_call, record_llm_failure
 from mailbot.llm.teacher import (

@@ -11,7 +11,7 @@ from sqlalchemy.exc import DBAPIError
 import mailbot.db  # noqa: F401  (all tables registered)
 from mailbot.db.base import Base
 from mailbot.db.session import Database
-from mailbot.ledger import get_or_create_mailbox, record_event
+from mailbot.ingest.ledger import get_or_create_mailbox, record_event
 
 
 def schema_diff(database: Database) -> list:

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from mailbot.errors import ParseError
-from mailbot.message import InboundMessage
-from mailbot.parse import parse_message
+from mailbot.parse.message import InboundMessage
+from mailbot.parse.mime import parse_message
 
 CPYTHON = Path(__file__).resolve().parents[2] / "shared/data/emails/cpython"
 SAMPLES = Path(__file__).resolve().parents[1] / "mailbot/data/samples"

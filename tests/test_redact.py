@@ -137,7 +137,7 @@ def test_categories_follow_the_config() -> None:
 
 def test_sender_name_from_the_header_is_used() -> None:
     from mailbot.fields import message_text
-    from mailbot.parse import parse_message
+    from mailbot.parse.mime import parse_message
 
     message = parse_message((SAMPLES / "02_refund_request.eml").read_bytes())
     pseudonymiser = Pseudonymiser(known_names=[message.from_addr.name])

@@ -13,7 +13,13 @@ from mailbot.cli import cli
 from mailbot.cli.common import run_cli
 from mailbot.db.llm_records import TeacherLabel
 from mailbot.db.models import Event, MessageStatus
-from mailbot.ledger import NewMessage, add_messages, get_or_create_mailbox, record_event, sha256_hex
+from mailbot.ingest.ledger import (
+    NewMessage,
+    add_messages,
+    get_or_create_mailbox,
+    record_event,
+    sha256_hex,
+)
 from tests.support.mail import out_of_office, support_email
 
 PARCEL_BODY = "\n".join(["My parcel has not arrived yet, please help."] * 9)  # 395 chars

@@ -15,8 +15,8 @@ from mailbot.cli import cli
 from mailbot.cli.common import run_cli
 from mailbot.config import Config, config_from_dict
 from mailbot.fields import build_schema, extract_message
-from mailbot.parse import parse_message
-from mailbot.pipeline import WorkItem
+from mailbot.parse.mime import parse_message
+from mailbot.pipeline.runner import WorkItem
 from mailbot.resources import data_dir
 from mailbot.route import RouteDecision, RouteStage, decide, thread_subject
 from mailbot.route.decision import HUMAN, LLM, SKIP, SLM, RouteReason

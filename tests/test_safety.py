@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from mailbot.compose.safety import ReplyContext, SafetyChecker
 from mailbot.config import RouteSettings, config_from_dict
 from mailbot.fields import build_schema, extract_message
-from mailbot.parse import parse_message
-from mailbot.safety import ReplyContext, SafetyChecker
+from mailbot.parse.mime import parse_message
 from tests.support.mail import support_email
 
 BODY = ("Hello,\n\nI returned order A10234 (89.95 EUR) last week. You can reach me on "

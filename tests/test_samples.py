@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mailbot.message import InboundMessage
-from mailbot.parse import parse_message
+from mailbot.parse.message import InboundMessage
+from mailbot.parse.mime import parse_message
 
 SAMPLES = sorted(
     Path(str(p))

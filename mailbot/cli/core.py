@@ -64,7 +64,7 @@ def run(once: bool, as_json: bool) -> int:
 @json_option
 def status(as_json: bool) -> int:
     """Show each mailbox: last poll, last UID, messages by status, last error."""
-    from mailbot.ledger import mailbox_statuses
+    from mailbot.ingest.ledger import mailbox_statuses
 
     config = get_state().config
     database = _database(config)
@@ -115,9 +115,9 @@ def status(as_json: bool) -> int:
 @json_option
 def ingest(paths: tuple[Path, ...], mailbox: str, as_json: bool) -> int:
     """Backfill from a Maildir folder or .eml files through the same pipeline."""
-    from mailbot.pipeline import Pipeline
-    from mailbot.sources.local import ingest_local
-    from mailbot.stages import build_stages
+    from mailbot.ingest.maildir import ingest_local
+    from mailbot.pipeline.runner import Pipeline
+    from mailbot.pipeline.wiring import build_stages
 
     config = get_state().config
     database = _database(config)
@@ -145,9 +145,9 @@ def demo(keep: bool, as_json: bool) -> int:
     Uses a local SQLite database (<data_dir>/demo.db) and prints what happened to each email.
     """
     from mailbot.db.session import Database
-    from mailbot.pipeline import Pipeline
-    from mailbot.sources.local import ingest_local
-    from mailbot.stages import build_stages
+    from mailbot.ingest.maildir import ingest_local
+    from mailbot.pipeline.runner import Pipeline
+    from mailbot.pipeline.wiring import build_stages
 
     state = get_state()
     config = state.config

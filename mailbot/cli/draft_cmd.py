@@ -25,8 +25,8 @@ def draft(path: Path, account: str | None, as_json: bool) -> int:
     Runs parse, classify, extract, retrieve and draft in memory: nothing is written to the
     database and no mailbox is touched. Exit code 1 when no draft would be written.
     """
-    from mailbot.pipeline import dry_run
-    from mailbot.stages import build_stages
+    from mailbot.pipeline.runner import dry_run
+    from mailbot.pipeline.wiring import build_stages
 
     config = get_state().config
     raw = read_file_bytes(path)

@@ -67,7 +67,7 @@ def extract(
     if jsonl is not None:
         return _extract_lines(jsonl, schema, extractor, intent, reference)
     if eml is not None:
-        from mailbot.parse import parse_message
+        from mailbot.parse.mime import parse_message
 
         message = parse_message(read_file_bytes(eml))
         if reference is not None:

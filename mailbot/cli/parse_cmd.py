@@ -29,7 +29,7 @@ def parse(files: tuple[str, ...], full: bool) -> int:
     Exits 1 when any file could not be read or parsed.
     """
     from mailbot.errors import ParseError
-    from mailbot.parse import parse_message
+    from mailbot.parse.mime import parse_message
 
     failed = 0
     for name in files:

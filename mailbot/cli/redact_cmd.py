@@ -38,7 +38,7 @@ def redact(text: str | None, eml: Path | None, as_json: bool) -> int:
     if eml is not None:
         from mailbot.cli.common import read_file_bytes
         from mailbot.fields import message_text
-        from mailbot.parse import parse_message
+        from mailbot.parse.mime import parse_message
 
         message = parse_message(read_file_bytes(eml))
         text = message_text(message)

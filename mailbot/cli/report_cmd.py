@@ -28,7 +28,7 @@ def _database(config: Any) -> Any:
 
 
 def _midnight(value: datetime | None, timezone: str) -> datetime | None:
-    from mailbot.cost import local_midnight
+    from mailbot.audit.cost import local_midnight
 
     return local_midnight(value.date(), timezone) if value is not None else None
 
@@ -52,7 +52,7 @@ def cost(since: datetime | None, until: datetime | None, as_json: bool) -> int:
     plus cost.prompt_overhead_tokens in and cost.typical_output_tokens out, at the configured
     prices.
     """
-    from mailbot.cost import cost_report
+    from mailbot.audit.cost import cost_report
 
     config = get_state().config
     settings = config.cost

@@ -26,8 +26,8 @@ def route(path: Path, account: str | None) -> int:
     mailbox. Thread history and budgets are not known here, so those rules do not fire.
     """
     from mailbot.cli.common import read_file_bytes
-    from mailbot.pipeline import dry_run
-    from mailbot.stages import build_stages
+    from mailbot.pipeline.runner import dry_run
+    from mailbot.pipeline.wiring import build_stages
 
     config = get_state().config
     raw = read_file_bytes(path)

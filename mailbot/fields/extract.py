@@ -33,7 +33,7 @@ from mailbot.fields.result import Extraction, FieldValue, Rejection
 from mailbot.fields.schema import FieldSchema
 
 if TYPE_CHECKING:
-    from mailbot.message import InboundMessage
+    from mailbot.parse.message import InboundMessage
 
 log = logging.getLogger(__name__)
 

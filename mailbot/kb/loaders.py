@@ -231,7 +231,7 @@ def read_html(raw: bytes, fallback_title: str) -> tuple[str, list[Section]]:
     from lxml import etree
     from lxml.html import document_fromstring
 
-    from mailbot.htmltext import drop_invisible
+    from mailbot.parse.html import drop_invisible
 
     try:
         tree = document_fromstring(raw)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from mailbot.pipeline import StageResult, WorkItem
+from mailbot.pipeline.runner import StageResult, WorkItem
 
 if TYPE_CHECKING:
     from mailbot.kb.knowledge import KnowledgeBase

@@ -10,9 +10,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from mailbot.cost import LLM_STAGE
+from mailbot.audit.cost import LLM_STAGE
 from mailbot.db.models import Event
-from mailbot.ledger import record_event
+from mailbot.ingest.ledger import record_event
 from mailbot.llm.client import LLMCall
 from mailbot.llm.errors import LLMRequestRejected, LLMResponseInvalid, LLMUnavailable
 

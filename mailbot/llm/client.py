@@ -17,8 +17,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from mailbot.audit.cost import TokenPrices, estimate_tokens, llm_cost
 from mailbot.config import Config, CostSettings, LLMSettings
-from mailbot.cost import TokenPrices, estimate_tokens, llm_cost
 from mailbot.errors import ConfigError
 from mailbot.llm.breaker import CircuitBreaker, breaker_for
 from mailbot.llm.errors import LLMRequestRejected, LLMResponseInvalid, LLMUnavailable

@@ -1,10 +1,11 @@
 """Routing: which mail the small model answers, which the cloud LLM, which a person.
 
 `RouteStage` decides (`RouteDecision` with its `RouteReason`s), `EscalateStage` calls the
-cloud LLM with personal data pseudonymised, and `mailbot.safety` checks every reply body
+cloud LLM with personal data pseudonymised, and `mailbot.compose.safety` checks every reply body
 before it becomes a draft.
 """
 
+from mailbot.llm.escalate import EscalateStage, Escalation, trim_reply
 from mailbot.route.decision import (
     ESCALATION_CODES,
     HUMAN,
@@ -17,7 +18,6 @@ from mailbot.route.decision import (
     RouteReason,
     decide,
 )
-from mailbot.route.escalate import EscalateStage, Escalation, trim_reply
 from mailbot.route.history import BudgetGate, LedgerLookup, ThreadKey
 from mailbot.route.rules import RULES, RouteInput, apply_rules, thread_subject
 from mailbot.route.stage import RouteStage, no_cloud, own_addresses

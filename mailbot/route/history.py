@@ -14,11 +14,11 @@ from datetime import UTC, datetime
 
 from sqlalchemy import func, or_, select
 
+from mailbot.audit.cost import BudgetState, budget_state
 from mailbot.config import CostSettings
-from mailbot.cost import BudgetState, budget_state
 from mailbot.db.models import Mailbox, Message, MessageStatus
 from mailbot.db.session import Database
-from mailbot.message import InboundMessage
+from mailbot.parse.message import InboundMessage
 from mailbot.route.rules import thread_subject
 
 _EPSILON = 1e-9

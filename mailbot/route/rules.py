@@ -16,7 +16,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from mailbot.config import RouteSettings
-from mailbot.message import InboundMessage
+from mailbot.parse.message import InboundMessage
 from mailbot.route.decision import SKIP, RouteName, RouteReason
 
 

@@ -12,9 +12,9 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from mailbot.cost import BudgetState, record_budget_exhausted
+from mailbot.audit.cost import BudgetState, record_budget_exhausted
 from mailbot.db.models import MessageStatus
-from mailbot.pipeline import StageResult, WorkItem
+from mailbot.pipeline.runner import StageResult, WorkItem
 from mailbot.route.decision import HUMAN, LLM, SKIP, RouteDecision, RouteReason, decide
 from mailbot.route.history import BudgetGate, LedgerLookup, ThreadKey, count_in_batch
 from mailbot.route.rules import RouteInput, apply_rules

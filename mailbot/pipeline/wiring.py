@@ -12,10 +12,10 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from mailbot.cost import cpu_cost
+from mailbot.audit.cost import cpu_cost
 from mailbot.db.models import MessageStatus
 from mailbot.errors import ParseError
-from mailbot.pipeline import StageResult, WorkItem
+from mailbot.pipeline.runner import StageResult, WorkItem
 
 if TYPE_CHECKING:
     from mailbot.classify import Classifier
@@ -28,7 +28,7 @@ class ParseStage:
     name = "parse"
 
     def run(self, item: WorkItem) -> StageResult:
-        from mailbot.parse import parse_message
+        from mailbot.parse.mime import parse_message
 
         try:
             message = parse_message(item.raw)
@@ -140,9 +140,9 @@ class DraftStage:
     def __init__(self, config: Config) -> None:
         from pathlib import Path
 
-        from mailbot.draft.compose import DraftOptions
-        from mailbot.draft.templates import ReplyTemplates
-        from mailbot.safety import SafetyChecker
+        from mailbot.compose.reply import DraftOptions
+        from mailbot.compose.safety import SafetyChecker
+        from mailbot.compose.templates import ReplyTemplates
 
         self.config = config
         settings = config.drafts
@@ -157,11 +157,11 @@ class DraftStage:
         self.safety = SafetyChecker.from_config(config)
 
     def run(self, item: WorkItem) -> StageResult:
+        from mailbot.compose.reply import TEMPLATE_MODEL, NoDraft, compose_draft
+        from mailbot.compose.safety import ReplyContext
         from mailbot.db.drafts import DraftRecord
-        from mailbot.draft.compose import TEMPLATE_MODEL, NoDraft, compose_draft
-        from mailbot.message import Address
+        from mailbot.parse.message import Address
         from mailbot.route import own_addresses
-        from mailbot.safety import ReplyContext
 
         message = item.results["parse"]
         classification = item.results["classify"]
@@ -171,7 +171,7 @@ class DraftStage:
         generated = item.results.get("generate")
         gates: dict[str, Any] = {}
         if generated is not None:
-            from mailbot.generate import draft_gates
+            from mailbot.compose.generator import draft_gates
 
             gates = draft_gates(generated, used=source == "generator", route=route)
         language = classification.language
@@ -258,7 +258,7 @@ def build_stages(config: Config, database: Any = None, *, until: str | None = No
     generator = _generator(config)
     extractor = None
     if config.fields.use_generator:
-        from mailbot.generate import build_generator_extractor
+        from mailbot.fields.generator import build_generator_extractor
 
         extractor = build_generator_extractor(config, generator)
     stages.append(ExtractStage(build_schema(config.fields), extractor))
@@ -270,7 +270,7 @@ def build_stages(config: Config, database: Any = None, *, until: str | None = No
         knowledge_base = KnowledgeBase.from_config(config, database)
         stages.append(RetrieveStage(knowledge_base, config.kb.top_k))
     if config.drafts.enabled and config.drafts.use_generator:
-        from mailbot.generate import build_generate_stage
+        from mailbot.compose.generator import build_generate_stage
 
         # Before the router, so that a body failing its gates can be escalated (the
         # generation_failed reason); the draft stage falls back to the template otherwise.

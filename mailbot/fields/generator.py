@@ -18,14 +18,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from mailbot.compose.prompts import SlmPrompts, TextGenerator
 from mailbot.config import FieldSpec
 from mailbot.errors import ModelError
 from mailbot.fields.dates import guess_language
 from mailbot.fields.extract import FieldExtractor, RuleExtractor
 from mailbot.fields.result import Extraction, FieldValue, Rejection
 from mailbot.fields.schema import FieldSchema
-from mailbot.generate.prompt import SlmPrompts, TextGenerator
-from mailbot.generate.validate import CheckedValue, ValueProblem, check_value
+from mailbot.fields.validate import CheckedValue, ValueProblem, check_value
 from mailbot.llm.prompts import email_context, neutralise
 
 log = logging.getLogger(__name__)

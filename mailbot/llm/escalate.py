@@ -16,15 +16,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mailbot.cost import record_budget_exhausted
+from mailbot.audit.cost import record_budget_exhausted
+from mailbot.compose.reply import field_values
 from mailbot.db.llm_records import TeacherLabel
 from mailbot.db.models import MessageStatus
-from mailbot.draft.compose import field_values
 from mailbot.llm.audit import record_llm_call, record_llm_failure
 from mailbot.llm.client import LLMClassification, LLMClient, LLMResult
 from mailbot.llm.errors import LLMRequestRejected, LLMResponseInvalid, LLMUnavailable
 from mailbot.llm.teacher import LABEL_KINDS, teacher_text
-from mailbot.pipeline import StageResult, WorkItem
+from mailbot.pipeline.runner import StageResult, WorkItem
 from mailbot.privacy.pseudonymise import PLACEHOLDER, Pseudonymiser
 from mailbot.route.decision import HUMAN, LLM, RouteDecision, RouteReason
 from mailbot.route.history import BudgetGate
@@ -32,7 +32,7 @@ from mailbot.route.stage import PendingRows
 
 if TYPE_CHECKING:
     from mailbot.config import Config
-    from mailbot.message import InboundMessage
+    from mailbot.parse.message import InboundMessage
 
 log = logging.getLogger(__name__)
 

@@ -27,10 +27,9 @@ from mailbot.backoff import backoff_delay
 from mailbot.config import AccountSettings, WorkerSettings
 from mailbot.db.models import Mailbox, Message, MessageStatus
 from mailbot.db.session import Database
-from mailbot.draft.deliver import deliver_drafts
 from mailbot.errors import AlreadyRunning, MailboxError, PermanentError, TransientError
 from mailbot.failpoints import failpoint
-from mailbot.ledger import (
+from mailbot.ingest.ledger import (
     NewMessage,
     acquire_lease,
     add_messages,
@@ -45,7 +44,8 @@ from mailbot.ledger import (
     rematch,
     sha256_hex,
 )
-from mailbot.pipeline import Pipeline
+from mailbot.outbox.drafts import deliver_drafts
+from mailbot.pipeline.runner import Pipeline
 
 log = logging.getLogger(__name__)
 

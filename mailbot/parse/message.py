@@ -68,7 +68,7 @@ class InboundMessage:
     signature: str
     body_source: BodySource
     attachments: tuple[Attachment, ...]
-    auto_reply: str | None  # why it looks machine-sent (see mailbot.autoreply), else None
+    auto_reply: str | None  # why it looks machine-sent (see mailbot.parse.autoreply), else None
     list_id: str | None
     defects: tuple[str, ...]  # what the parser had to work around, short kebab-case names
     language_hint: str | None  # from Content-Language, lower case

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mailbot.classify.language import UNDETERMINED, detect_language
-from mailbot.safety import ReplyContext, SafetyChecker
+from mailbot.compose.safety import ReplyContext, SafetyChecker
 
 # Gate names, in the order they are reported.
 GATES = ("complete", "length", "repetition", "placeholder", "link", "email", "phone", "safety",

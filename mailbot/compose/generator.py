@@ -14,19 +14,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from mailbot.audit.cost import cpu_cost
 from mailbot.classify.language import UNDETERMINED
-from mailbot.cost import cpu_cost
-from mailbot.draft.compose import field_values
+from mailbot.compose.gates import GateSettings, check_body
+from mailbot.compose.prompts import SlmPrompts, TextGenerator
+from mailbot.compose.reply import field_values
+from mailbot.compose.safety import ReplyContext, SafetyChecker
 from mailbot.errors import ConfigError, ModelError
-from mailbot.generate.gates import GateSettings, check_body
-from mailbot.generate.prompt import SlmPrompts, TextGenerator
 from mailbot.llm.prompts import email_context, neutralise
-from mailbot.pipeline import StageResult, WorkItem
-from mailbot.safety import ReplyContext, SafetyChecker
+from mailbot.pipeline.runner import StageResult, WorkItem
 
 if TYPE_CHECKING:
     from mailbot.config import Config
-    from mailbot.message import InboundMessage
+    from mailbot.parse.message import InboundMessage
 
 log = logging.getLogger(__name__)
 

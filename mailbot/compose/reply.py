@@ -8,9 +8,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mailbot.draft.mime import build_reply, new_message_id, reply_subject
-from mailbot.draft.templates import ReplyTemplates
-from mailbot.message import Address, InboundMessage
+from mailbot.compose.mime import build_reply, new_message_id, reply_subject
+from mailbot.compose.templates import ReplyTemplates
+from mailbot.parse.message import Address, InboundMessage
 
 TEMPLATE_MODEL = "template"
 

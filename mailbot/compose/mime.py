@@ -10,7 +10,7 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, formataddr, make_msgid
 
-from mailbot.message import Address
+from mailbot.parse.message import Address
 
 TOKEN_HEADER = "X-Mailbot-Draft-Token"
 _REPLY_PREFIX = re.compile(r"^\s*(re|aw|sv|antw|r|rif|réf|ref)\s*:", re.IGNORECASE)

@@ -34,7 +34,7 @@ from mailbot.config import RouteSettings
 from mailbot.fields.money import find_money
 from mailbot.fields.patterns import find_emails, find_urls
 from mailbot.fields.phones import find_phones
-from mailbot.message import InboundMessage
+from mailbot.parse.message import InboundMessage
 from mailbot.privacy.pseudonymise import PLACEHOLDER
 
 log = logging.getLogger(__name__)

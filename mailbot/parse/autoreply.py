@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from email.message import Message
 
-from mailbot.message import Address
+from mailbot.parse.message import Address
 
 # Values of `Precedence` that mean "do not answer" (auto_reply is used by some responders).
 _BULK_PRECEDENCE = frozenset({"bulk", "list", "junk", "auto_reply", "auto-reply"})

@@ -19,9 +19,9 @@ from sqlalchemy import select
 from mailbot.db.models import Message
 from mailbot.db.session import Database
 from mailbot.errors import PermanentError
-from mailbot.ledger import NewMessage, add_messages, get_or_create_mailbox, sha256_hex
-from mailbot.pipeline import Pipeline, ProcessedMessage
-from mailbot.sources.imap import _FROM, _MESSAGE_ID, _SUBJECT, _header_block, _header_value
+from mailbot.ingest.imap import _FROM, _MESSAGE_ID, _SUBJECT, _header_block, _header_value
+from mailbot.ingest.ledger import NewMessage, add_messages, get_or_create_mailbox, sha256_hex
+from mailbot.pipeline.runner import Pipeline, ProcessedMessage
 
 log = logging.getLogger(__name__)
 

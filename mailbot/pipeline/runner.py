@@ -24,7 +24,7 @@ from mailbot.db.models import Account, Mailbox, Message, MessageStatus, RawMessa
 from mailbot.db.session import Database
 from mailbot.errors import TransientError
 from mailbot.failpoints import failpoint
-from mailbot.ledger import pending_messages, record_event
+from mailbot.ingest.ledger import pending_messages, record_event
 
 log = logging.getLogger(__name__)
 

@@ -24,11 +24,11 @@ from email.policy import Compat32
 from email.utils import getaddresses, parsedate_to_datetime
 from functools import lru_cache
 
-from mailbot.autoreply import detect_auto_reply
 from mailbot.errors import ParseError
-from mailbot.htmltext import html_to_text
-from mailbot.message import Address, Attachment, BodySource, InboundMessage
-from mailbot.quoting import split_reply
+from mailbot.parse.autoreply import detect_auto_reply
+from mailbot.parse.html import html_to_text
+from mailbot.parse.message import Address, Attachment, BodySource, InboundMessage
+from mailbot.parse.quoting import split_reply
 
 log = logging.getLogger(__name__)
 

@@ -13,13 +13,13 @@ from typing import Any
 from imapclient import IMAPClient
 from sqlalchemy import select
 
+from mailbot.compose.mime import TOKEN_HEADER
 from mailbot.db.base import utcnow
 from mailbot.db.drafts import DraftRecord
 from mailbot.db.models import Message
 from mailbot.db.session import Database
-from mailbot.draft.mime import TOKEN_HEADER
 from mailbot.failpoints import failpoint
-from mailbot.ledger import record_event
+from mailbot.ingest.ledger import record_event
 
 log = logging.getLogger(__name__)
 

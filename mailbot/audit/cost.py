@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from mailbot.config import CostSettings
 from mailbot.db.models import Event, Message, MessageStatus, RawMessage
-from mailbot.ledger import record_event
+from mailbot.ingest.ledger import record_event
 
 log = logging.getLogger(__name__)
 
@@ -347,7 +347,7 @@ def cost_report(
 def _text_lengths(session: Session, message_pks: list[int]) -> Iterator[int]:
     """Characters of each message's subject and new text (its raw size if unparsable)."""
     from mailbot.errors import ParseError
-    from mailbot.parse import parse_message
+    from mailbot.parse.mime import parse_message
 
     for start in range(0, len(message_pks), 500):
         chunk = message_pks[start : start + 500]
