@@ -422,7 +422,9 @@ class RouteSettings(_Section):
 class Config(_Section):
     """The whole validated configuration."""
 
-    data_dir: str = "var"
+    # Empty: $STATE_DIRECTORY (set by systemd's StateDirectory=), else the per-user data
+    # directory (~/.local/share/mailbot); see `default_data_dir`.
+    data_dir: str = ""
     database: DatabaseSettings = DatabaseSettings()
     models: ModelSettings = ModelSettings()
     worker: WorkerSettings = WorkerSettings()
@@ -452,7 +454,9 @@ class Config(_Section):
     @property
     def data_path(self) -> Path:
         """The data directory (SQLite database, models), absolute."""
-        return (self.base_dir / self.data_dir).resolve()
+        if self.data_dir:
+            return (self.base_dir / Path(self.data_dir).expanduser()).resolve()
+        return default_data_dir()
 
     @property
     def models_path(self) -> Path:
@@ -480,6 +484,20 @@ class Config(_Section):
             if account.name == name:
                 return account
         raise ConfigError(f"no account named {name!r} in the configuration")
+
+
+def default_data_dir() -> Path:
+    """Where mailbot keeps its state when `data_dir` is not set.
+
+    Under systemd with `StateDirectory=mailbot` that is $STATE_DIRECTORY (/var/lib/mailbot);
+    otherwise the per-user data directory (~/.local/share/mailbot, or $XDG_DATA_HOME/mailbot).
+    """
+    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if state:
+        return Path(state).resolve()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("mailbot", appauthor=False)).resolve()
 
 
 def _is_loopback(host: str) -> bool:
