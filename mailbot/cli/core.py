@@ -111,13 +111,13 @@ def status(as_json: bool) -> int:
 def ingest(paths: tuple[Path, ...], mailbox: str, as_json: bool) -> int:
     """Backfill from a Maildir folder or .eml files through the same pipeline."""
     from mailbot.ingest.maildir import ingest_local
-    from mailbot.pipeline.runner import Pipeline
-    from mailbot.pipeline.wiring import build_stages
+    from mailbot.pipeline.wiring import build_pipeline
 
     config = get_state().config
     database = _database(config)
     database.ensure_schema()
-    report = ingest_local(database, paths, Pipeline(database, build_stages(config, database)),
+    built = build_pipeline(config, database)
+    report = ingest_local(database, paths, built.pipeline, escalations=built.escalations,
                           mailbox_name=mailbox)
     if as_json:
         emit_json(asdict(report))
@@ -142,7 +142,7 @@ def demo(keep: bool, as_json: bool) -> int:
     """
     from mailbot.db.session import Database
     from mailbot.ingest.maildir import ingest_local
-    from mailbot.pipeline.runner import Pipeline
+    from mailbot.pipeline.wiring import build_pipeline
 
     state = get_state()
     config = state.config
@@ -173,8 +173,9 @@ def demo(keep: bool, as_json: bool) -> int:
         if not as_json:
             _print_demo_record(record)
 
-    report = ingest_local(database, [sample_dir()], Pipeline(database, stages),
-                          mailbox_name="demo", on_message=show)
+    built = build_pipeline(config, database, stages=stages)
+    report = ingest_local(database, [sample_dir()], built.pipeline,
+                          escalations=built.escalations, mailbox_name="demo", on_message=show)
     if as_json:
         emit_json({"database": str(db_path), "messages": shown})
         return int(ExitCode.OK)
@@ -221,7 +222,8 @@ def _prepare_command() -> click.Command:
 
 
 def _demo_record(path: Path, processed: Any) -> dict[str, Any]:
-    message = processed.results.get("parse")
+    case = processed.case
+    message = case.message if case is not None else None
     record: dict[str, Any] = {
         "file": path.name,
         "status": str(processed.status),
@@ -230,14 +232,14 @@ def _demo_record(path: Path, processed: Any) -> dict[str, Any]:
         "subject": message.subject if message else None,
         "text": (message.new_text if message else "")[:200],
     }
-    classification = processed.results.get("classify")
+    classification = case.classification if case is not None else None
     if classification is not None:
         record["intent"] = classification.intent.to_json()
         record["priority"] = classification.priority.label
         record["sentiment"] = classification.sentiment.label
         record["language"] = classification.language
         record["out_of_scope"] = classification.out_of_scope
-    draft = processed.results.get("draft")
+    draft = case.draft if case is not None and processed.status == "drafted" else None
     if draft is not None:
         record["draft"] = {"template": draft.template, "language": draft.language,
                            "fields": dict(draft.fields), "body": draft.body,
