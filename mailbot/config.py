@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -24,6 +25,7 @@ from pydantic import (
 
 from mailbot.errors import ConfigError
 
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 DEFAULT_CONFIG_PATHS = ("./mailbot.toml", "/etc/mailbot/mailbot.toml")
 CONFIG_ENV = "MAILBOT_CONFIG"
 
@@ -44,6 +46,8 @@ class ModelSettings(_Section):
     """The small model runtime (CTranslate2)."""
 
     dir: str = "models"  # relative paths are taken from data_dir
+    # A directory under `dir`: "all-MiniLM-L6-v2" (English) or "multilingual-e5-small", both
+    # made by `mailbot model prepare --encoder NAME`, or one made by `mailbot model convert`.
     encoder: str = "all-MiniLM-L6-v2"
     generator: str = ""  # a converted generator's directory name; empty = none
     device: Literal["cpu", "cuda", "auto"] = "cpu"
@@ -58,6 +62,18 @@ class ModelSettings(_Section):
     reuse_freed_memory_mb: Annotated[int, Field(ge=0, le=1024)] = 1024
     # The instruction set of CTranslate2's own CPU kernels (engine.choose_cpu_isa).
     cpu_isa: Literal["auto", "ctranslate2", "avx512", "avx2", "avx", "neon", "generic"] = "auto"
+
+    @field_validator("encoder")
+    @classmethod
+    def _encoder_name(cls, value: str) -> str:
+        # A name, not a path: heads and knowledge-base vectors record it, and
+        # `mailbot model prepare --encoder NAME` creates the known ones under `dir`.
+        if not _MODEL_NAME.fullmatch(value):
+            raise ValueError(
+                "expected the name of a model directory under models.dir (letters, digits, "
+                "'.', '_', '-', '+'), e.g. all-MiniLM-L6-v2 or multilingual-e5-small"
+            )
+        return value
 
 
 # An IMAP keyword or system flag: no spaces or IMAP specials.
