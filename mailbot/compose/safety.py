@@ -45,8 +45,13 @@ _HTML_TAG = re.compile(
     r"<\s*/?\s*(?:img|a|script|iframe|style|form|input|link|meta|object|embed|svg)\b", re.I
 )
 _FILENAME = re.compile(
-    r"(?<![\w/.-])[\w][\w .()-]{0,80}?\.(?:pdf|docx?|xlsx?|pptx?|odt|ods|zip|rar|7z|tar|gz|exe"
-    r"|msi|bat|cmd|scr|js|jar|apk|dmg|iso|html?|png|jpe?g|gif|csv|txt|ics|eml|vcf)\b",
+    r"(?<![\w/.-])[\w][\w .()-]{0,80}?(?:\.(?:pdf|docx?|xlsx?|pptx?|odt|ods|zip|rar|7z|tar|gz|exe"
+    r"|msi|bat|cmd|scr|pif|vbs|vbe|jse?|wsf|ps1|jar|apk|dmg|pkg|iso|lnk|hta|html?|png|jpe?g"
+    r"|gif|csv|txt|ics|eml|vcf)\b)+",  # all of "invoice.pdf.exe"
+    re.IGNORECASE,
+)
+_EXECUTABLE = re.compile(
+    r"\.(?:exe|msi|bat|cmd|scr|pif|vbs|vbe|js|jse|wsf|ps1|jar|apk|dmg|pkg|iso|lnk|hta)$",
     re.IGNORECASE,
 )
 _ATTACH_CLAIM = re.compile(
@@ -60,6 +65,13 @@ _ATTACH_CLAIM = re.compile(
 _PROMISE = re.compile(
     r"\b(?:refund|reimburs|credit|compensat|pay(?:ing|ment)? (?:you|back|out)|transfer|wire"
     r"|send you|erstatt|rückerstatt|gutschrift|überweis|reembols|devolv|rembours|virement)",
+    re.IGNORECASE,
+)
+# Words that present a phone number as the company's own, in the supported languages.
+_OURS = re.compile(
+    r"\b(?:our|us|hotline|helpline|unser\w*|uns|notre|nos|contactez-nous|appelez-nous"
+    r"|nuestr[oa]s?|ll[aá]menos|cont[aá]ctenos|nostr[oia]|chiamateci|contattateci|onze|ons"
+    r"|noss[oa]s?|ligue-nos|contacte-nos|servicenummer|servicenumber|service line)\b",
     re.IGNORECASE,
 )
 # A sentence ends at . ! ? before a space or the end; "5000.00" is not an end.
@@ -117,9 +129,31 @@ class ReplyContext:
         return f"{self.message.subject}\n{self.message.text}"
 
     def thread_addresses(self) -> set[str]:
+        """Every address in the email's From, Reply-To, To and Cc headers (lower case).
+
+        For display only: the sender writes all of these headers, so none of them is a
+        reason to let an address into a reply (see `reply_recipients`, `body_addresses`).
+        """
         m = self.message
         found = [*m.reply_to, *m.to, *m.cc, *([m.from_addr] if m.from_addr else [])]
         return {a.email.lower() for a in found}
+
+    def reply_recipients(self) -> set[str]:
+        """Where a reply to this email may go: its From and Reply-To addresses (lower case).
+
+        Replying to Reply-To is what every mail client does; Cc and To addresses are other
+        people the sender chose to name and never become recipients of a draft."""
+        m = self.message
+        found = [*m.reply_to, *([m.from_addr] if m.from_addr else [])]
+        return {a.email.lower() for a in found}
+
+    def body_addresses(self) -> set[str]:
+        """The thread's addresses a reply body may mention: the customer's own From address
+        and our own addresses. Reply-To, To and Cc are left out: an attacker sets Reply-To or
+        Cc to the address they want a reply to recommend ("write to billing@evil.example")."""
+        own = {a.lower() for a in self.own_addresses}
+        sender = self.message.from_addr
+        return own | ({sender.email.lower()} if sender else set())
 
 
 class SafetyChecker:
@@ -170,8 +204,9 @@ class SafetyChecker:
     # --- the checks ------------------------------------------------------------------------
 
     def _recipients(self, body: str, context: ReplyContext) -> list[Violation]:
-        allowed = context.thread_addresses()
-        return [Violation("recipient", r, f"recipient {r} is not part of the original thread")
+        allowed = context.reply_recipients()
+        return [Violation("recipient", r, f"recipient {r} is neither the sender nor the "
+                                          "email's Reply-To address")
                 for r in context.recipients if r.lower() not in allowed]
 
     def _markup(self, body: str, context: ReplyContext) -> list[Violation]:
@@ -186,8 +221,7 @@ class SafetyChecker:
                 for m in PLACEHOLDER.finditer(body)]
 
     def _emails(self, body: str, context: ReplyContext) -> list[Violation]:
-        allowed = context.thread_addresses() | {a.lower() for a in context.own_addresses}
-        allowed |= {str(a).lower() for a in self.allowed_emails}
+        allowed = context.body_addresses() | {str(a).lower() for a in self.allowed_emails}
         for passage in context.passages:
             allowed |= {str(c.value).lower() for c in find_emails(passage)}
         out = []
@@ -195,11 +229,14 @@ class SafetyChecker:
             address = str(c.value)
             if address.lower() not in allowed:
                 out.append(Violation("email", address,
-                                     f"e-mail address {address} is not one of the thread's"))
+                                     f"e-mail address {address} is neither the sender's, ours, "
+                                     "route.allowed_contacts nor in the knowledge base"))
         return out
 
     def _links(self, body: str, context: ReplyContext) -> list[Violation]:
-        sources = [context.customer_text, *context.passages]
+        # The customer's own text never vouches for a link: a reply from our address lends
+        # the link our name, and the email may come from someone other than the recipient.
+        sources = list(context.passages)
         own = {a.rpartition("@")[2].lower() for a in context.own_addresses if "@" in a}
         out = []
         for c in find_urls(body):
@@ -210,19 +247,33 @@ class SafetyChecker:
             if host and any(host == d or host.endswith("." + d)
                             for d in self.allowed_domains | own):
                 continue
-            out.append(Violation("link", url, f"link {url} is in neither the email, the "
-                                              "knowledge base nor route.allowed_domains"))
+            out.append(Violation("link", url, f"link {url} is in neither the knowledge base "
+                                              "nor route.allowed_domains"))
         return out
 
     def _phones(self, body: str, context: ReplyContext) -> list[Violation]:
-        found = _phones(body, self.phone_regions, context.language)
+        found = [c for c in find_phones(body, self.phone_regions, context.language)
+                 if c.problem is None]
         if not found:
             return []
-        allowed = set(self.allowed_phones)
-        for text in (context.customer_text, *context.passages):
-            allowed |= _phones(text, self.phone_regions, context.language)
-        return [Violation("phone", p, f"phone number {p} is not in the email or the "
-                                      "knowledge base") for p in sorted(found - allowed)]
+        trusted = set(self.allowed_phones)
+        for text in context.passages:
+            trusted |= _phones(text, self.phone_regions, context.language)
+        customers = _phones(context.customer_text, self.phone_regions, context.language)
+        out = []
+        for c in found:
+            number = str(c.value)
+            if number in trusted:
+                continue
+            if number not in customers:
+                out.append(Violation("phone", number, f"phone number {number} is in neither the "
+                                     "email, the knowledge base nor route.allowed_contacts"))
+            elif _OURS.search(_sentence_around(body, c.start)):
+                # The customer's own number may be repeated ("we will call you on ..."), but
+                # never as ours: "our new hotline is ..." is the premium-rate trick.
+                out.append(Violation("phone", number, f"phone number {number} from the "
+                                     "customer's email is given as ours"))
+        return out
 
     def _attachments(self, body: str, context: ReplyContext) -> list[Violation]:
         out = [Violation("attachment", m.group(), f"the reply claims an attachment "
@@ -235,7 +286,15 @@ class SafetyChecker:
             if any(s <= m.start() < e for s, e in url_spans):
                 continue
             name = m.group().strip()
-            if name.lower() in known or name.lower() in source:
+            # The pattern allows spaces in names, so it may have taken the words before
+            # the name too ("please open x.pdf"): any tail from a word start may be the name.
+            tails = [name[i:].lower() for i in range(len(name)) if i == 0 or name[i - 1] == " "]
+            if _EXECUTABLE.search(name):
+                # Whoever named it, a support reply never asks anyone to open a program.
+                out.append(Violation("attachment", name,
+                                     f"the reply names a program file ({name!r})"))
+                continue
+            if any(t in known or t in source for t in tails):
                 continue
             out.append(Violation("attachment", name,
                                  f"file name {name!r} is not in the customer's email"))
@@ -304,3 +363,13 @@ def _extracted_amounts(extraction: Any) -> list[Decimal]:
     from mailbot.route.rules import amounts
 
     return amounts(extraction)
+
+
+def _sentence_around(text: str, position: int) -> str:
+    """The sentence of `text` that holds `position`."""
+    start = 0
+    for m in _SENTENCE_END.finditer(text):
+        if m.start() >= position:
+            return text[start:m.start()]
+        start = m.end()
+    return text[start:]
