@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from mailbot.compose.promises import promised_amounts
 from mailbot.config import RouteSettings
 from mailbot.fields.money import find_money
 from mailbot.fields.patterns import find_emails, find_urls
@@ -60,11 +61,6 @@ _ATTACH_CLAIM = re.compile(
     r"|in the attachment|(?:im|siehe) anhang|anbei (?:finden|erhalten|senden)"
     r"|adjunto (?:le|te|encontrar)"
     r"|encontrará adjunto|ci-joint|en pièce jointe)\b",
-    re.IGNORECASE,
-)
-_PROMISE = re.compile(
-    r"\b(?:refund|reimburs|credit|compensat|pay(?:ing|ment)? (?:you|back|out)|transfer|wire"
-    r"|send you|erstatt|rückerstatt|gutschrift|überweis|reembols|devolv|rembours|virement)",
     re.IGNORECASE,
 )
 # Words that present a phone number as the company's own, in the supported languages.
@@ -309,14 +305,18 @@ class SafetyChecker:
             if amount not in allowed:
                 out.append(Violation("amount", raw, f"amount {raw} is neither in the email's "
                                                     "extracted fields nor the knowledge base"))
-        for sentence in _SENTENCE_END.split(body):
-            if not _PROMISE.search(sentence):
+        identifiers = frozenset(_identifiers(context.extraction))
+        for promise in promised_amounts(body, self.max_promised, tuple(context.passages),
+                                        identifiers):
+            if promise.amount is None:
+                out.append(Violation(
+                    "promise", promise.raw, f"commits to an amount written in words "
+                                            f"({promise.sentence[:80]!r}); a person checks it"))
                 continue
-            for amount, raw in _money(sentence):
-                if amount > self.max_promised:
-                    out.append(Violation(
-                        "promise", raw, f"promises {raw}, more than a draft may promise "
-                                        f"(route.max_promised_amount = {self.max_promised})"))
+            out.append(Violation(
+                "promise", promise.raw, f"commits to {promise.raw}, more than a draft may "
+                                        f"promise (route.max_promised_amount = "
+                                        f"{self.max_promised})"))
         return out
 
     def _prompt_leak(self, body: str, context: ReplyContext) -> list[Violation]:
@@ -357,6 +357,14 @@ def _money(text: str) -> list[tuple[Decimal, str]]:
         except InvalidOperation:
             continue
     return out
+
+
+def _identifiers(extraction: Any) -> list[str]:
+    """The extracted values that are not money (order numbers, ...), as written."""
+    if extraction is None:
+        return []
+    return [v.raw for values in extraction.fields.values() for v in values
+            if v.type != "money"]
 
 
 def _extracted_amounts(extraction: Any) -> list[Decimal]:
