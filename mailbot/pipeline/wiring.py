@@ -46,6 +46,7 @@ class ParseStage:
             "body_source": message.body_source,
             "attachments": len(message.attachments),
             "defects": list(message.defects),
+            "hidden_chars": message.hidden_chars,
         }
         if message.auto_reply:
             return StageResult(
