@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import tinycss2
@@ -69,6 +70,14 @@ class StyleRule:
     specificity: tuple[int, int, int]
     order: int
     declarations: tuple[Declaration, ...]
+    # What the document must contain for the selector to match anything: tags, classes, ids.
+    needs: tuple[frozenset[str], frozenset[str], frozenset[str]] = (
+        frozenset(), frozenset(), frozenset())
+
+    def may_match(self, tags: set[str], classes: set[str], ids: set[str]) -> bool:
+        """False when an element, class or id the selector names is nowhere in the document."""
+        need_tags, need_classes, need_ids = self.needs
+        return need_tags <= tags and need_classes <= classes and need_ids <= ids
 
 
 def declarations(tokens: Iterable[Any] | str) -> list[Declaration]:
@@ -85,9 +94,22 @@ def declarations(tokens: Iterable[Any] | str) -> list[Declaration]:
     return found
 
 
-def stylesheet_rules(css_texts: Iterable[str]) -> tuple[list[StyleRule], bool]:
+@lru_cache(maxsize=2048)
+def inline_declarations(style: str) -> tuple[Declaration, ...]:
+    """`declarations` of a `style` attribute, remembered: the same few styles repeat."""
+    return tuple(declarations(style))
+
+
+@lru_cache(maxsize=64)
+def stylesheet_rules(css_texts: tuple[str, ...]) -> tuple[tuple[StyleRule, ...], bool]:
     """Every selector of the given `<style>` texts with its declarations, in source order,
-    and whether the selector limit cut the sheet short."""
+    and whether the selector limit cut the sheet short (remembered: mail from one sender
+    or one mail client repeats the same stylesheet)."""
+    found_rules, cut = _stylesheet_rules(css_texts)
+    return tuple(found_rules), cut
+
+
+def _stylesheet_rules(css_texts: Iterable[str]) -> tuple[list[StyleRule], bool]:
     rules: list[StyleRule] = []
     for css in css_texts:
         sheet = tinycss2.parse_stylesheet(css, skip_comments=True, skip_whitespace=True)
@@ -142,7 +164,32 @@ def _selector_rules(
         except (SelectorError, ValueError):
             continue
         a, b, c = selector.specificity()
-        yield StyleRule(xpath, (a, b, c), order, found)
+        tags: set[str] = set()
+        classes: set[str] = set()
+        ids: set[str] = set()
+        _needs(selector.parsed_tree, tags, classes, ids)
+        yield StyleRule(xpath, (a, b, c), order, found,
+                        (frozenset(tags), frozenset(classes), frozenset(ids)))
+
+
+def _needs(node: Any, tags: set[str], classes: set[str], ids: set[str]) -> None:
+    """Collect the tags, classes and ids a parsed selector requires (not those under :not)."""
+    kind = type(node).__name__
+    if kind == "CombinedSelector":
+        _needs(node.selector, tags, classes, ids)
+        _needs(node.subselector, tags, classes, ids)
+        return
+    if kind == "Element":
+        if node.element and node.element != "*":
+            tags.add(node.element.lower())
+        return
+    if kind == "Class":
+        classes.add(node.class_name)
+    elif kind == "Hash":
+        ids.add(node.id)
+    inner = getattr(node, "selector", None)
+    if inner is not None:
+        _needs(inner, tags, classes, ids)
 
 
 def compile_xpath(xpath: str) -> etree.XPath | None:
@@ -292,6 +339,7 @@ def _gamma(c: float) -> float:
     return 12.92 * c if c <= 0.0031308 else 1.055 * c ** (1 / 2.4) - 0.055
 
 
+@lru_cache(maxsize=1024)
 def _srgb_to_lab(r: float, g: float, b: float) -> tuple[float, float, float]:
     r, g, b = _linear(r), _linear(g), _linear(b)
     x = (0.4124 * r + 0.3576 * g + 0.1805 * b) / _D65[0]

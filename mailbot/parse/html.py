@@ -121,10 +121,24 @@ _ROOT = _Inherited(_BLACK, None, css.ROOT_FONT_PX, False, _WHITE, 1.0)
 def drop_invisible(tree: HtmlElement) -> int:
     """Remove, in place, the text of `tree` that a mail client would not display; returns
     how many characters of text were hidden."""
-    sheets = [s.text or "" for s in tree.iter("style")]
-    rules, _ = css.stylesheet_rules(sheets) if any(s.strip() for s in sheets) else ([], False)
+    sheets = tuple(s.text or "" for s in tree.iter("style"))
+    rules: tuple[css.StyleRule, ...] = ()
+    if any(s.strip() for s in sheets):
+        rules, _ = css.stylesheet_rules(sheets)
     matched: dict[Any, list[tuple[tuple[int, int, int], int, tuple[Declaration, ...]]]] = {}
+    tags: set[str] = set()
+    classes: set[str] = set()
+    ids: set[str] = set()
+    if rules:
+        for element in tree.iter():
+            if isinstance(element.tag, str):
+                tags.add(element.tag)
+                classes.update((element.get("class") or "").split())
+                if element.get("id"):
+                    ids.add(element.get("id"))
     for rule in rules:
+        if not rule.may_match(tags, classes, ids):
+            continue  # most of a template's rules are for elements this mail lacks
         xpath = _compiled(rule.xpath)
         if xpath is None:
             continue
@@ -206,7 +220,7 @@ def _cascade(
             offer(d, (d.important, 0, specificity, order))
     style = element.get("style")
     if style:
-        for index, d in enumerate(css.declarations(style)):
+        for index, d in enumerate(css.inline_declarations(style)):
             offer(d, (d.important, 1, (0, 0, 0), index))
     return {name: d for name, (_, d) in ranked.items()}
 
