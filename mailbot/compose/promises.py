@@ -203,6 +203,8 @@ _WORDS_MAGNITUDE = re.compile(
     re.IGNORECASE,
 )
 _CURRENCY_RE = re.compile(_CURRENCY, re.IGNORECASE)
+# A cheap first look: a paragraph without a digit or a written-out thousand has no amount.
+_MAYBE_AMOUNT = re.compile(r"\d|thousand|tausend|mil|duizend", re.IGNORECASE)
 # A bare number right after (or before) a money verb: "we will transfer 5000 to you".
 _BARE = re.compile(r"(?<![\w.,#/-])\d{1,3}(?:[.,'\u00a0 ]\d{3})+(?:[.,]\d{1,2})?(?![\w.,]\d)"
                    r"|(?<![\w.,#/-])\d{3,9}(?:[.,]\d{1,2})?(?![\w/-]|[.,]\d)")
@@ -235,14 +237,17 @@ def promised_amounts(
     trusted_sentences = [_flat(s) for t in trusted for s in _SENTENCE_END.split(t)
                          if len(s.strip()) >= 20]
     for paragraph in _PARAGRAPH.split(body):
+        if not _MAYBE_AMOUNT.search(paragraph):
+            continue  # most paragraphs of most replies name no amount at all
         sentences = [s.strip() for s in _SENTENCE_END.split(paragraph) if s.strip()]
-        committed = [_commits(s) for s in sentences]
-        paragraph_commits = any(c and _PAYOUT_VERB.search(s)
-                                for s, c in zip(sentences, committed, strict=True))
-        for sentence, commits in zip(sentences, committed, strict=True):
-            large = list(_large_amounts(sentence, limit, ignore))
+        amounts = [list(_large_amounts(s, limit, ignore)) for s in sentences]
+        if not any(amounts):
+            continue
+        paragraph_commits = any(_PAYOUT_VERB.search(s) and _commits(s) for s in sentences)
+        for sentence, large in zip(sentences, amounts, strict=True):
             if not large:
                 continue
+            commits = _commits(sentence)
             flat = _flat(sentence)
             if any(flat in text for text in trusted_text):
                 continue  # our own policy text, quoted as it stands (or cut short)

@@ -59,6 +59,12 @@ _FILENAME = re.compile(
     r"|gif|csv|txt|ics|eml|vcf)\b)+",  # all of "invoice.pdf.exe"
     re.IGNORECASE,
 )
+# The cheap first look for a file name: its extension (the full pattern backtracks a lot).
+_EXTENSION = re.compile(
+    r"\.(?:pdf|docx?|xlsx?|pptx?|odt|ods|zip|rar|7z|tar|gz|exe|msi|bat|cmd|scr|pif|vbs|vbe"
+    r"|jse?|wsf|ps1|jar|apk|dmg|pkg|iso|lnk|hta|html?|png|jpe?g|gif|csv|txt|ics|eml|vcf)\b",
+    re.IGNORECASE,
+)
 _EXECUTABLE = re.compile(
     r"\.(?:exe|msi|bat|cmd|scr|pif|vbs|vbe|js|jse|wsf|ps1|jar|apk|dmg|pkg|iso|lnk|hta)$",
     re.IGNORECASE,
@@ -286,7 +292,7 @@ class SafetyChecker:
         url_spans = [(c.start, c.end) for c in find_urls(body)]
         known = {(a.filename or "").lower() for a in context.message.attachments}
         source = context.customer_text.lower() + "\n" + "\n".join(context.passages).lower()
-        for m in _FILENAME.finditer(body):
+        for m in _FILENAME.finditer(body) if _EXTENSION.search(body) else ():
             if any(s <= m.start() < e for s, e in url_spans):
                 continue
             name = m.group().strip()
