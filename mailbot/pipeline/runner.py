@@ -165,7 +165,8 @@ class Pipeline:
 
     # --- claiming ----------------------------------------------------------------------------
 
-    def claim(self, mailbox_id: int | None = None, limit: int | None = None) -> list[int]:
+    def claim(self, mailbox_id: int | None = None, limit: int | None = None,
+              exclude: Sequence[int] = ()) -> list[int]:
         """Claim up to `limit` waiting messages (oldest first) for this worker."""
         now = utcnow()
         until = now + timedelta(seconds=self.settings.claim_seconds)
@@ -176,6 +177,8 @@ class Pipeline:
                       or_(Message.retry_at.is_(None), Message.retry_at <= now)))
         if mailbox_id is not None:
             due = due.where(Message.mailbox_id == mailbox_id)
+        if exclude:
+            due = due.where(Message.id.not_in(list(exclude)))
         due = due.order_by(Message.id).limit(limit or self.group_size)
         with self.db.session() as session:
             # One UPDATE over a locked-and-skipped subquery: two workers never claim the same
@@ -206,14 +209,18 @@ class Pipeline:
         and commits them; `check` runs before each group (the poll's lease check).
         """
         count = 0
+        failed: list[int] = []  # retried at a later call, not again in this one
         self.release_dead_claims()
         while not (stop and stop.is_set()):
             if check is not None:
                 check()
-            claimed = self.claim(mailbox_id)
+            claimed = self.claim(mailbox_id, exclude=failed)
             if not claimed:
                 break
             for processed in self.process_claimed(claimed):
+                if processed.status == MessageStatus.FETCHED:
+                    failed.append(processed.message_pk)
+                    continue
                 count += 1
                 if on_message:
                     on_message(processed)
@@ -322,7 +329,9 @@ class Pipeline:
                 try:
                     with session.begin_nested():
                         processed = self._record(session, case, steps)
-                except SQLAlchemyError as exc:  # the database refused this message's rows
+                except TransientError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the database refused its rows
                     log.warning("message %s could not be recorded: %s", case.message_pk, exc)
                     refused.append((case.message_pk, _short(exc)))
                     continue
