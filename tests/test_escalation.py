@@ -17,6 +17,7 @@ from mailbot.db.llm_records import LLMRequest, TeacherLabel
 from mailbot.db.models import Event, Message
 from mailbot.db.session import Database
 from mailbot.ingest.maildir import ingest_local
+from mailbot.llm.client import LLMClient
 from mailbot.llm.escalate import reserve_for
 from mailbot.pipeline.wiring import build_pipeline
 from tests.support.fake_openai import ReceivedRequest, Reply, default_answer
@@ -204,21 +205,28 @@ def test_a_spent_budget_sends_escalations_to_a_person(
 def test_the_budget_counts_calls_in_flight(
     tmp_path: Path, encoder_dir: Path, fake_llm: Any
 ) -> None:
-    """Two escalations at once with room for one call: the second is refused before it is
-    sent, since the first may still cost up to its reservation."""
+    """Two escalations at once with room for one call in flight: the second waits until the
+    first is answered (it might still have cost its whole reservation), then goes out."""
+    def slow(request: ReceivedRequest) -> Reply:
+        answer = default_answer(request)
+        answer.delay = 0.3
+        return answer
+
+    fake_llm.default = slow
     settings = {"base_url": fake_llm.base_url, "model": "fake-model", "max_output_tokens": 64}
     probe = config_for(tmp_path, encoder_dir, llm=settings)
-    one_call = reserve_for({"subject": "Late order 0", "body": HARD}, probe)
+    one_call = reserve_for(LLMClient.from_config(probe), "reply",
+                           {"subject": "Late order 0", "body": HARD, "intent": "complaint",
+                            "language": "en", "facts": {"order_id": "<ORDER_1>"}},
+                           probe.drafts.company)
     config = config_for(tmp_path, encoder_dir, llm=settings,
                         cost={"daily_budget": round(one_call * 1.5, 6)})
     raws = [support_email(n, body=HARD, sender=f"C{n} <c{n}@example.org>",
                           subject=f"Late order {n}") for n in range(2)]
     database = process(config, raws, tmp_path)
-    first, second = messages(database)
-    assert first.status == "drafted"
-    assert second.status == "needs_human" and "daily cloud LLM budget" in second.status_reason
-    assert len(fake_llm.chat_requests) == 1
-    assert len(events(database, "budget")) == 1
+    assert [m.status for m in messages(database)] == ["drafted", "drafted"]
+    first, second = fake_llm.chat_requests
+    assert second.received_at - first.received_at >= 0.3  # one after the other, not at once
     spent = sum(e.cost or 0 for e in events(database, "llm"))
     assert 0 < spent <= config.cost.daily_budget
 

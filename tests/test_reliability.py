@@ -405,3 +405,121 @@ def test_no_column_of_an_event_can_be_changed_and_none_removed(database: Databas
             conn.execute(text("TRUNCATE events"))
     with database.engine.connect() as conn:
         assert conn.execute(text("SELECT stage, outcome FROM events")).all() == [("poll", "ok")]
+
+
+# --- the cloud LLM --------------------------------------------------------------------------
+
+
+def test_mailbot_draft_never_calls_the_cloud_unless_asked(
+    tmp_path: Any, encoder_dir: Any, fake_llm: Any
+) -> None:
+    import json as json_module
+
+    from click.testing import CliRunner
+
+    from mailbot.cli import cli
+
+    config = tmp_path / "mailbot.toml"
+    config.write_text("\n".join([
+        f'data_dir = "{tmp_path / "var"}"', "[models]", f'dir = "{encoder_dir.parent}"',
+        "[llm]", f'base_url = "{fake_llm.base_url}"', 'model = "fake-model"']) + "\n")
+    mail = tmp_path / "hard.eml"
+    mail.write_bytes(support_email(1, body="Order A10234 is three weeks late. My lawyer will "
+                                           "take you to court."))
+    runner = CliRunner()
+    plain = runner.invoke(cli, ["--config", str(config), "draft", "--file", str(mail), "--json"],
+                          standalone_mode=False)
+    assert plain.return_value == 1, plain.output
+    out = json_module.loads(plain.output[plain.output.index("{"):])
+    assert out["draft"] is None and "pass --llm" in out["note"]
+    assert fake_llm.requests == []  # nothing paid, nothing left the server
+    asked = runner.invoke(cli, ["--config", str(config), "draft", "--file", str(mail), "--llm",
+                                "--json"], standalone_mode=False)
+    assert asked.return_value == 0, asked.output
+    assert json_module.loads(asked.output[asked.output.index("{"):])["draft"]["model"] == \
+        "fake-model"
+    assert len(fake_llm.chat_requests) >= 1
+
+
+def test_several_workers_never_spend_past_the_budget_together(
+    postgres_url: str, tmp_path: Any, encoder_dir: Any, fake_llm: Any
+) -> None:
+    """Four workers (their own owners and clients) send the same pending escalations at
+    once; the budget in the database lets through only what fits, counting calls in flight."""
+    from mailbot.db.llm_records import LLMRequest
+    from mailbot.ingest.maildir import ingest_local
+    from mailbot.llm.client import LLMClient
+    from mailbot.llm.escalate import reserve_for
+    from mailbot.pipeline.wiring import build_pipeline, build_stages
+    from tests.support.fake_openai import Reply, default_answer
+    from tests.test_escalation import HARD, messages
+    from tests.test_route import config_for
+
+    def expensive(request: Any) -> Reply:
+        # Slow, so that calls overlap; and charging what the request's size allows at most,
+        # so that the real spending runs the budget out.
+        answer = default_answer(request)
+        answer.delay = 0.3
+        answer.usage = (len(request.text().encode()), 64)
+        return answer
+
+    fake_llm.default = expensive
+    settings = {"base_url": fake_llm.base_url, "model": "fake-model", "max_output_tokens": 64,
+                "concurrency": 3}
+    probe = config_for(tmp_path, encoder_dir, llm=settings)
+    one_call = reserve_for(LLMClient.from_config(probe), "reply",
+                           {"subject": "Late order 00", "body": HARD, "intent": "complaint",
+                            "language": "en", "facts": {"order_id": "<ORDER_1>"}},
+                           probe.drafts.company)
+    config = config_for(tmp_path, encoder_dir, llm=settings, route={"llm_classify": "never"},
+                        database={"url": postgres_url},
+                        cost={"daily_budget": round(one_call * 5.5, 6)})
+    database = Database(postgres_url)
+    database.upgrade()
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for n in range(16):
+        (folder / f"{n:02d}.eml").write_bytes(support_email(
+            n, body=HARD, sender=f"C{n} <c{n}@example.org>", subject=f"Late order {n:02d}"))
+    stages = build_stages(config, database)
+    first = build_pipeline(config, database, stages=stages)
+    ingest_local(database, sorted(folder.iterdir()), first.pipeline)  # requests pending
+    runners = [build_pipeline(config, database, stages=stages).escalations for _ in range(4)]
+    threads = [threading.Thread(target=r.run) for r in runners if r is not None]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with database.session() as session:
+        states = Counter(session.scalars(select(LLMRequest.state)))
+    assert states["answered"] == len(fake_llm.chat_requests) < 16, states
+    assert states["refused"] == 16 - states["answered"], (states, Counter(
+        (m.status, m.status_reason) for m in messages(database)))
+    spent = sum(e.cost or 0 for e in events_of(database, "llm"))
+    assert 0 < spent <= config.cost.daily_budget
+    statuses = Counter(m.status for m in messages(database))
+    assert statuses == {"drafted": states["answered"], "needs_human": states["refused"]}
+
+
+def events_of(database: Database, stage: str) -> list[Event]:
+    with database.session() as session:
+        return list(session.scalars(select(Event).where(Event.stage == stage)))
+
+
+# --- configuration --------------------------------------------------------------------------
+
+
+def test_secrets_never_show_and_plain_http_goes_only_to_loopback() -> None:
+    from mailbot.errors import ConfigError
+
+    account = {"name": "a", "host": "imap.example.com", "username": "u"}
+    config = config_from_dict({"accounts": [{**account, "password": "hunter2-secret"}]})
+    assert "hunter2" not in repr(config) and "hunter2" not in str(config.accounts[0])
+    assert config.accounts[0].resolve_password() == "hunter2-secret"
+    with pytest.raises(ConfigError) as bad:
+        config_from_dict({"accounts": [{**account, "password": 1234567}]})
+    assert "1234567" not in str(bad.value) and "password" in str(bad.value)
+    with pytest.raises(ConfigError, match="loopback"):
+        config_from_dict({"llm": {"base_url": "http://llm.example.com/v1", "model": "m"}})
+    assert config_from_dict({"llm": {"base_url": "http://127.0.0.1:8000/v1", "model": "m"}})
+    assert config_from_dict({"llm": {"base_url": "https://llm.example.com/v1", "model": "m"}})

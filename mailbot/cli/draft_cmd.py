@@ -59,7 +59,7 @@ def draft(path: Path, account: str | None, use_llm: bool, as_json: bool) -> int:
             "note": note,
             "draft": None if reply is None else {**reply.summary(), "subject": reply.subject,
                                                  "to": str(reply.to), "body": reply.body,
-                                                 "held_back": unsafe},
+                                                 "model": reply.model, "held_back": unsafe},
         })
     elif reply is not None and not unsafe:
         click.echo(_readable(reply.mime))

@@ -175,14 +175,8 @@ class LLMClient:
         `request_key` names the call (sent as an `Idempotency-Key` header) so that an
         endpoint, or a proxy in front of it, can tell a repeated request from a new one.
         """
-        context = {
-            "email": email_context(subject, body),
-            "labels": list(labels),
-            "label_descriptions": dict(label_descriptions or {}),
-            "priorities": list(PRIORITIES),
-            "sentiments": list(SENTIMENTS),
-        }
-        messages = self.renderer.conversation("classify", context)
+        messages = self.classify_messages(subject, body, labels,
+                                          label_descriptions=label_descriptions)
         result = self.complete_json("classify", messages, classification_schema(labels),
                                     request_key=request_key)
         answer = result.value
@@ -217,6 +211,51 @@ class LLMClient:
         request_key: str | None = None,
     ) -> LLMResult[str]:
         """A plain-text reply body, grounded in the knowledge-base `references`."""
+        messages = self.reply_messages(subject, body, intent=intent, language=language,
+                                       facts=facts, references=references, company=company,
+                                       signature=signature)
+        body_json = self._body(messages)
+        completion, attempts, started = self._request(body_json, request_key)
+        text, tokens_in, tokens_out, estimated = self._answer(completion, body_json)
+        call = self._call("reply", body_json, completion, text, tokens_in, tokens_out,
+                          estimated, started, attempts, repaired=False)
+        if not text.strip():
+            raise LLMResponseInvalid("the cloud LLM returned an empty reply", call=call)
+        return LLMResult(text.strip(), call)
+
+    # --- the prompts, as sent ---------------------------------------------------------------
+
+    def classify_messages(
+        self,
+        subject: str | None,
+        body: str,
+        labels: Sequence[str],
+        *,
+        label_descriptions: Mapping[str, str] | None = None,
+    ) -> list[ChatMessage]:
+        """The conversation `classify` sends."""
+        context = {
+            "email": email_context(subject, body),
+            "labels": list(labels),
+            "label_descriptions": dict(label_descriptions or {}),
+            "priorities": list(PRIORITIES),
+            "sentiments": list(SENTIMENTS),
+        }
+        return list(self.renderer.conversation("classify", context))
+
+    def reply_messages(
+        self,
+        subject: str | None,
+        body: str,
+        *,
+        intent: str | None = None,
+        language: str | None = None,
+        facts: Mapping[str, Any] | None = None,
+        references: Sequence[str] = (),
+        company: str = "our company",
+        signature: str = "",
+    ) -> list[ChatMessage]:
+        """The conversation `draft_reply` sends."""
         context = {
             "email": email_context(subject, body),
             "intent": intent or "",
@@ -227,15 +266,18 @@ class LLMClient:
             "company": company,
             "signature": signature,
         }
-        messages = self.renderer.conversation("reply", context)
-        body_json = self._body(messages)
-        completion, attempts, started = self._request(body_json, request_key)
-        text, tokens_in, tokens_out, estimated = self._answer(completion, body_json)
-        call = self._call("reply", body_json, completion, text, tokens_in, tokens_out,
-                          estimated, started, attempts, repaired=False)
-        if not text.strip():
-            raise LLMResponseInvalid("the cloud LLM returned an empty reply", call=call)
-        return LLMResult(text.strip(), call)
+        return list(self.renderer.conversation("reply", context))
+
+    def most_cost(self, messages: Sequence[ChatMessage], *, repairable: bool) -> float:
+        """The most a call sending `messages` can cost: every byte a token (no tokenizer
+        makes more), the whole output allowance, and one repair request where JSON is
+        asked for."""
+        sent = sum(len(m.to_json()["content"].encode("utf-8")) + 16 for m in messages)
+        out = self.settings.max_output_tokens
+        cost = llm_cost(sent, out, self.prices)
+        if repairable:  # the repair resends the conversation, the answer and its request
+            cost += llm_cost(sent + out + 512, out, self.prices)
+        return cost
 
     # --- the machinery ---------------------------------------------------------------------
 

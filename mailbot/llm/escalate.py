@@ -33,10 +33,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from mailbot.audit.cost import (
-    TokenPrices,
     budget_state,
-    estimate_tokens,
-    llm_cost,
     record_budget_exhausted,
 )
 from mailbot.compose.reply import field_values
@@ -126,17 +123,18 @@ def restore(text: str, mapping: dict[str, str]) -> str:
     return PLACEHOLDER.sub(lambda m: mapping.get(m.group(), m.group()), text)
 
 
-def reserve_for(payload: dict[str, Any], config: Config) -> float:
-    """The most one call with this payload may cost: what the budget holds back for it."""
-    chars = sum(len(str(payload.get(k, ""))) for k in ("subject", "body", "facts",
-                                                        "references", "labels"))
-    # Half the usual characters per token: German and Spanish need more tokens than English,
-    # and a reservation that is too large is only released, never overspent.
-    tokens_in = (estimate_tokens(chars, config.cost.chars_per_token / 2)
-                 + 2 * config.cost.prompt_overhead_tokens)
-    # A malformed answer costs one repair request more.
-    return 2 * llm_cost(tokens_in, config.llm.max_output_tokens,
-                        TokenPrices.from_settings(config.cost))
+def reserve_for(client: LLMClient, task: str, payload: dict[str, Any], company: str) -> float:
+    """The most one call for this request may cost: what the budget holds back while it is
+    in flight (`LLMClient.most_cost` over the exact conversation it sends)."""
+    if task == CLASSIFY:
+        messages = client.classify_messages(payload["subject"], payload["body"],
+                                            payload["labels"])
+        return client.most_cost(messages, repairable=True)
+    messages = client.reply_messages(
+        payload["subject"], payload["body"], intent=payload.get("intent"),
+        language=payload.get("language"), facts=payload.get("facts") or {},
+        references=payload.get("references") or (), company=company)
+    return client.most_cost(messages, repairable=False)
 
 
 def escalate_now(case: Case, config: Config, client: LLMClient, labels: Sequence[str]
@@ -224,6 +222,7 @@ class EscalationRunner:
             * settings.retry_max_seconds + 60)
         self._counts: Counter[str] = Counter()
         self._lock = threading.Lock()
+        self._refused_last = 0
 
     def run(self, *, mailbox_id: int | None = None, until: threading.Event | None = None
             ) -> EscalationReport:
@@ -243,6 +242,8 @@ class EscalationRunner:
                 jobs = self.claim(free, mailbox_id) if free > 0 and not self.stop.is_set() else []
                 in_flight.update(pool.submit(self._one, job) for job in jobs)
                 if not in_flight:
+                    if self._refused_last:
+                        continue  # those went to a person; there may be more behind them
                     if finishing:
                         break
                     self.stop.wait(0.1)
@@ -256,7 +257,9 @@ class EscalationRunner:
     # --- 2. claiming, with the budget ----------------------------------------------------------
 
     def claim(self, limit: int, mailbox_id: int | None = None) -> list[_Job]:
-        """Take up to `limit` pending requests that the budget allows."""
+        """Take up to `limit` pending requests that the budget allows (those it refuses for
+        good go to a person on the way)."""
+        self._refused_last = 0
         if limit <= 0:
             return []
         with self.database.session() as session:
@@ -265,11 +268,15 @@ class EscalationRunner:
                 return []
             jobs = []
             for row, message_mailbox in rows:
-                reserve = reserve_for(row.request, self.config)
-                refusal = self._over_budget(session, reserve)
+                reserve = reserve_for(self.client, row.task, row.request,
+                                      self.config.drafts.company)
+                refusal, wait = self._over_budget(session, reserve)
                 if refusal is not None:
                     self._refuse(session, row, refusal)
+                    self._refused_last += 1
                     continue
+                if wait:  # the calls in flight may need the rest: try when they are back
+                    break
                 row.state = "sent"
                 row.reserved_cost = reserve
                 row.claimed_by = self.owner
@@ -295,13 +302,17 @@ class EscalationRunner:
                                 .with_for_update(skip_locked=True, of=LLMRequest)).all()
         return [(row, mailbox) for row, mailbox in found]
 
-    def _over_budget(self, session: Session, reserve: float) -> str | None:
+    def _over_budget(self, session: Session, reserve: float) -> tuple[str | None, bool]:
+        """(why the call is refused for good, whether it must wait for calls in flight)."""
         settings = self.config.cost
         if not (settings.daily_budget or settings.monthly_budget):
-            return None
-        state = budget_state(session, self.clock(), settings, reserved=in_flight(session),
-                             more=reserve)
-        return None if state.allowed else state.reason
+            return None, False
+        now = self.clock()
+        spent = budget_state(session, now, settings, more=reserve)
+        if not spent.allowed:  # what was really spent leaves no room: a person takes it
+            return spent.reason, False
+        held = budget_state(session, now, settings, reserved=in_flight(session), more=reserve)
+        return None, not held.allowed
 
     def _refuse(self, session: Session, row: LLMRequest, reason: str) -> None:
         row.state = "refused"
