@@ -151,7 +151,7 @@ def _settle(
         taken.append((c.start, c.end))
         assert c.problem is not None
         rejected.append(Rejection(spec.name, text[c.start : c.end], (c.start, c.end), c.problem))
-        log.debug("rejected %s %r: %s", spec.name, text[c.start : c.end], c.problem)
+        log.debug("rejected %s %r: %s", spec.name, rejected[-1].to_json()["raw"], c.problem)
     return accepted, sorted(rejected, key=lambda r: r.span)
 
 

@@ -14,6 +14,7 @@ from functools import lru_cache
 
 from mailbot.config import FieldSpec
 from mailbot.fields.checks import check_problem, digits_of, luhn_ok
+from mailbot.fields.masking import mask_card
 from mailbot.fields.result import FieldScalar
 
 
@@ -170,11 +171,6 @@ _CARD_CUE = re.compile(
     r"(?i)\b(?:card|credit|debit|visa|mastercard|master card|amex|american express|"
     r"karte|kreditkarte|carte|tarjeta|carta|cc)\b"
 )
-
-
-def mask_card(digits: str) -> str:
-    """A card number as it may be shown and stored: only the last four digits."""
-    return f"**** {digits[-4:]}"
 
 
 def find_cards(text: str) -> Iterator[Candidate]:
