@@ -3,7 +3,7 @@
     .venv/bin/python bench/extract_quality.py [FILE.jsonl ...] [--errors] [--json]
 
 Default set: tests/data/extraction/*.jsonl (support emails written for this project, in
-English, German, French, Spanish, Italian and Dutch). Each record is
+English, German, French, Spanish, Italian, Dutch and Portuguese). Each record is
 {"id", "text", "date", "intent"?, "gold": {field: [values]}, "rejected"?: [fields]}.
 Also prints how many of the values that must be rejected (bad check digits) were, and the
 time per message. Targets on the default set: precision >= 0.98, recall >= 0.95.

@@ -86,6 +86,60 @@ def test_configured_check_digit_rejects_order_id() -> None:
     assert [c.problem for c in find_cued(spec, bad)] == ["Luhn check digit does not match"]
 
 
+def _invoices(text: str) -> list[str]:
+    extraction = RuleExtractor().extract(text, build_schema(), reference=REF)
+    return [str(v) for v in extraction.values("invoice_number")]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("my bill #40913 is wrong", ["40913"]),
+        ("the bill 52207 has my old address", ["52207"]),
+        ("INVOICE No: 00231 charged twice", ["00231"]),
+        ("receipts 3301 & 3302 please", ["3301", "3302"]),
+        ("die Rechnung Nr. 2024-118", ["2024-118"]),
+        ("RECHNUNG-NR.: RE-2026-00451", ["RE-2026-00451"]),
+        ("Rechnungsnr. 2026/0042 bitte", ["2026/0042"]),
+        ("Rechnungen 4410 und 4411", ["4410", "4411"]),
+        ("facture n° 8812", ["8812"]),
+        ("Facture N°8813 reçue", ["8813"]),
+        ("factura nº 4711", ["4711"]),
+        ("FACTURA Núm. 3321", ["3321"]),
+        ("fattura n. 5531/2026", ["5531/2026"]),
+        ("le fatture 7701 e 7702", ["7701", "7702"]),
+        ("factuur 7731 klopt niet", ["7731"]),
+        ("de facturen 3310 en 3311", ["3310", "3311"]),
+        ("fatura n.º 991", ["991"]),
+        ("Rechnung #2025 fehlt", ["2025"]),  # with a number sign a year-like id is an id
+        ("factures 2210 en 2025", ["2210"]),  # "en 2025": in 2025
+    ],
+)
+def test_invoice_numbers_as_customers_write_them(text: str, expected: list[str]) -> None:
+    assert _invoices(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "my bill of $40 is too high",
+        "the bill was 2400 this month",  # an amount without its currency
+        "die Rechnung war 1200 Euro",
+        "Rechnung 189,90 ist falsch",
+        "the invoice for March never came",
+        "invoice 03/2026 is missing",  # a month
+        "Rechnung 2025 fehlt",  # a year
+        "invoice 31/02/2026",  # an impossible date is no id either
+        "bill 0800 123 4567",  # a phone number
+        "Hi Bill, order 48213 arrived",
+        "upon receipt 3 days later it broke",
+        "please send all invoices from 2025",
+    ],
+)
+def test_things_near_invoice_words_that_are_no_invoice_numbers(text: str) -> None:
+    assert _invoices(text) == []
+
+
 # --- money ------------------------------------------------------------------------------
 
 
