@@ -113,6 +113,7 @@ def _invoices(text: str) -> list[str]:
         ("fatura n.º 991", ["991"]),
         ("Rechnung #2025 fehlt", ["2025"]),  # with a number sign a year-like id is an id
         ("factures 2210 en 2025", ["2210"]),  # "en 2025": in 2025
+        ("deux factures (n° 4410-A et n° 4410-B)", ["4410-A", "4410-B"]),
     ],
 )
 def test_invoice_numbers_as_customers_write_them(text: str, expected: list[str]) -> None:

@@ -97,10 +97,10 @@ def _cue_regex(cues: tuple[str, ...], pattern: str) -> re.Pattern[str]:
 
 @lru_cache(maxsize=256)
 def _continuation_regex(pattern: str) -> re.Pattern[str]:
-    # "orders 48213 and 48214", "A10234, A10235 / A10236"
+    # "orders 48213 and 48214", "A10234, A10235 / A10236", "n° 4410-A et n° 4410-B"
     return re.compile(
-        rf"[ \t]*(?:,|&|/|(?i:and|und|sowie|et|y|e|en|or|oder|ou|o)(?!\w))[ \t]*#?"
-        rf"(?P<v>{pattern}){_VALUE_END}"
+        rf"[ \t]*(?:,|&|/|(?i:and|und|sowie|et|y|e|en|or|oder|ou|o)(?!\w))"
+        rf"[ \t]*(?:(?:{_NUMBER_SIGN})[ \t]*)?(?P<v>{pattern}){_VALUE_END}"
     )
 
 
