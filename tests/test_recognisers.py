@@ -236,6 +236,28 @@ def test_german_national_number_in_german_mail() -> None:
     assert [c.value for c in find_phones(text, ("US", "GB", "DE"), "de")] == ["+4930901820"]
 
 
+@pytest.mark.parametrize(
+    ("text", "regions", "language", "e164"),
+    [
+        # A German cue word picks the German reading over a valid British one.
+        ("Telefon: 030 12345678", ("US", "GB", "DE"), "en", "+493012345678"),
+        ("Handy 0171 2345678", ("US", "GB", "DE"), "en", "+491712345678"),
+        # The message's language counts even where its regions are not configured.
+        ("o meu telemóvel é 912 345 678", ("US",), "pt", "+351912345678"),
+        # A cued number may come from any configured region.
+        ("Tel. 044 668 18 00", ("GB", "CH"), "en", "+41446681800"),
+        ("Tél. : 01 42 68 53 00", ("US", "FR"), "fr", "+33142685300"),
+    ],
+)
+def test_national_numbers_by_cue_language_and_regions(text, regions, language, e164) -> None:
+    assert [c.value for c in find_phones(text, regions, language)] == [e164]
+
+
+def test_dates_are_not_phone_numbers() -> None:
+    text = "bestellt am 07.03.2026, Tel. 030 12345678"
+    assert [c.value for c in find_phones(text, ("DE",), "de", thorough=True)] == ["+493012345678"]
+
+
 def test_iban_good_and_bad() -> None:
     good = list(find_ibans("IBAN GB29 NWBK 6016 1331 9268 19 please"))
     assert [(c.value, c.problem) for c in good] == [("GB29NWBK60161331926819", None)]
