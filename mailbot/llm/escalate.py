@@ -123,7 +123,7 @@ class EscalateStage:
         pseudonymiser = Pseudonymiser.from_config(self.config, _known_names(message))
         subject = pseudonymiser.redact(message.subject or "").redacted
         body = pseudonymiser.redact(message.new_text or message.text).redacted
-        facts = {name: pseudonymiser.redact(str(value)).redacted
+        facts = {name: pseudonymiser.redact_value(name, value)
                  for name, value in field_values(item.results.get("extract")).items()}
         sent = Counter(m.group(1) for m in PLACEHOLDER.finditer(f"{subject}\n{body}"))
         classification = item.results["classify"]

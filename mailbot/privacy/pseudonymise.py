@@ -113,7 +113,7 @@ class Pseudonymiser:
         become one placeholder, so no digits of either are left behind.
         """
         literals = [
-            _Span(m.start(), m.end(), LITERAL, m.group(), 0)
+            _Span(m.start(), m.end(), LITERAL, None, 0, m.group())
             for m in _LOOSE_PLACEHOLDER.finditer(text)
         ]
         masked = _blank(text, literals)
@@ -126,9 +126,24 @@ class Pseudonymiser:
             if c.problem is not None and category not in ("CARD", "IBAN"):
                 continue  # a card or IBAN with a typo is still somebody's; a bad date is not
             shown = str(c.value) if category == "CARD" and c.problem is None else None
-            found.append(_Span(c.start, c.end, category, shown, _RANK.get(category, 9)))
+            # A phone is known by its E.164 form, so the same number written two ways (or
+            # handed on as an extracted fact) keeps one placeholder.
+            key = str(c.value) if category == "PHONE" and c.problem is None else None
+            found.append(_Span(c.start, c.end, category, shown, _RANK.get(category, 9), key))
         spans = [*literals, *_union(found)]
         return self._apply(text, spans)
+
+    def redact_value(self, name: str, value: object) -> str:
+        """An extracted field's value as it may be sent: its placeholder when the field's
+        category is redacted (the one the same value got in the text), else the value with
+        anything personal inside it redacted."""
+        category = self._category.get(name)
+        raw = str(value)
+        if category is None or not raw.strip():
+            return self.redact(raw).redacted
+        shown = raw if category == "CARD" else None  # a card's value is already masked
+        key = raw if category == "PHONE" else None
+        return self._placeholder(_Span(0, len(raw), category, shown, 0, key), raw)
 
     def restore(self, text: str) -> str:
         """Put the values back into `text` (cards stay masked); unknown placeholders stay."""
@@ -147,7 +162,7 @@ class Pseudonymiser:
         return compact
 
     def _placeholder(self, span: _Span, raw: str) -> str:
-        key = raw if span.category == LITERAL else self._key(span.category, raw)
+        key = span.key or self._key(span.category, raw)
         found = self._by_key.get((span.category, key))
         if found is not None:
             return found
@@ -187,6 +202,7 @@ class _Span:
     category: str
     shown: str | None
     rank: int
+    key: str | None = None  # what identifies the value, when not its text (a phone's E.164)
 
 
 # Which category names a stretch where several overlap: the longest find, then this order.
@@ -217,7 +233,10 @@ def _merged(group: Sequence[_Span]) -> _Span:
     shown = lead.shown if lead.category == "CARD" else None
     if lead.category == "CARD" and shown is None:
         shown = next((s.shown for s in group if s.category == "CARD" and s.shown), None)
-    return _Span(min(s.start for s in group), max(s.end for s in group), lead.category, shown, 0)
+    key = lead.key if lead.start == min(s.start for s in group) and lead.end == max(
+        s.end for s in group) else None
+    return _Span(min(s.start for s in group), max(s.end for s in group), lead.category, shown, 0,
+                 key)
 
 
 def _blank(text: str, spans: Sequence[_Span]) -> str:
