@@ -114,6 +114,9 @@ def _invoices(text: str) -> list[str]:
         ("Rechnung #2025 fehlt", ["2025"]),  # with a number sign a year-like id is an id
         ("factures 2210 en 2025", ["2210"]),  # "en 2025": in 2025
         ("deux factures (n° 4410-A et n° 4410-B)", ["4410-A", "4410-B"]),
+        ("die Rechnung mit der Nummer 4711", ["4711"]),
+        ("la factura con el número 4712", ["4712"]),
+        ("invoice-number 4713", ["4713"]),
     ],
 )
 def test_invoice_numbers_as_customers_write_them(text: str, expected: list[str]) -> None:
@@ -135,6 +138,8 @@ def test_invoice_numbers_as_customers_write_them(text: str, expected: list[str])
         "Hi Bill, order 48213 arrived",
         "upon receipt 3 days later it broke",
         "please send all invoices from 2025",
+        "recibo 150 correos al día",  # Spanish "I get 150 emails a day": a quantity
+        "Rechnung mit 150 Positionen",
     ],
 )
 def test_things_near_invoice_words_that_are_no_invoice_numbers(text: str) -> None:

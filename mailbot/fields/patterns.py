@@ -32,7 +32,7 @@ class Candidate:
 # Number signs between a cue and its value, as written in the languages we read: "#",
 # "No.", "Nr.", "nº", "n°", "n.º", "núm.", "nro.", "n." and the compound "Rechnung-Nr.".
 _NUMBER_SIGN = (
-    r"[#№]|-(?i:nr|no|nummer)(?![^\W\d_])\.?|(?i:n\.?[º°])\.?"
+    r"[#№]|-(?i:nr|no|nummer|number)(?![^\W\d_])\.?|(?i:n\.?[º°])\.?"
     r"|(?i:no|nr|nro|núm|num|n)\.|(?i:no|nr|nro|núm)(?![^\W\d_])"
 )
 # Verbs that may stand between a cue and its value ("my username is jdoe", "order was").
@@ -45,8 +45,13 @@ _NUMBER_WORDS = (
     r"|riferimento|code"
 )
 # Words between a cue and its value: "order number: #", "Bestellung Nr.", "order is".
+# "with (the) number", in each language: "mit der Nummer", "con el número", "met nummer".
+_WITH_NUMBER = (
+    r"(?i:(?:with(?:[ \t]+the)?|mit(?:[ \t]+der)?|avec(?:[ \t]+le)?|con(?:[ \t]+(?:el|il))?"
+    r"|met(?:[ \t]+het)?|com(?:[ \t]+o)?)[ \t]+(?:number|nummer|numéro|número|numero))"
+)
 _CONNECTOR = (
-    rf"(?:[ \t]*(?:[:=(]|{_NUMBER_SIGN}"
+    rf"(?:[ \t]*(?:[:=(]|{_NUMBER_SIGN}|{_WITH_NUMBER}(?![\w-])"
     rf"|(?i:{_NUMBER_WORDS}|{_VERBS})(?![\w-])\.?)"
     r"[ \t]*\n?)"
 )
@@ -90,7 +95,7 @@ def _cue_regex(cues: tuple[str, ...], pattern: str) -> re.Pattern[str]:
     words = "|".join(_cue_word(c) for c in sorted(cues, key=len)[::-1])
     # A hyphen may follow the cue only as "Rechnung-Nr."; "order-tracking" is no cue.
     return re.compile(
-        rf"(?<![\w-])(?P<k>(?i:{words}))(?!\w|-(?!(?i:nr|no|nummer)(?![^\W\d_])))"
+        rf"(?<![\w-])(?P<k>(?i:{words}))(?!\w|-(?!(?i:nr|no|nummer|number)(?![^\W\d_])))"
         rf"(?P<c>{_CONNECTOR}{{0,3}}[ \t]*#?[\"'“„‘«]?)(?P<v>{pattern}){_VALUE_END}"
     )
 
@@ -128,10 +133,13 @@ def _plausible(value: str, signed: bool, verb_only: bool) -> bool:
     """False for values that a cue word is followed by but that are no ids.
 
     A date ("invoice 03/2026"), a year without a number sign ("the invoice 2025", while
-    "invoice #2025" stays an id), and a short bare number after a mere verb ("the bill
-    was 2400", an amount without its currency).
+    "invoice #2025" stays an id), a number of three digits or fewer without a sign (a
+    quantity: "recibo 150 correos", Spanish for "I get 150 emails"), and a short bare
+    number after a mere verb ("the bill was 2400", an amount without its currency).
     """
     if _DATE_LIKE.fullmatch(value):
+        return False
+    if not signed and value.isdigit() and len(value) <= 3:
         return False
     if not signed and len(value) == 4 and value.isdigit() and 1900 <= int(value) <= 2099:
         return False
