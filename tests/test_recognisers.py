@@ -112,6 +112,7 @@ def _invoices(text: str) -> list[str]:
         ("de facturen 3310 en 3311", ["3310", "3311"]),
         ("fatura n.º 991", ["991"]),
         ("Rechnung #2025 fehlt", ["2025"]),  # with a number sign a year-like id is an id
+        ("Rechnungsnummer 2025 fehlt", ["2025"]),  # so with a number word in the cue
         ("factures 2210 en 2025", ["2210"]),  # "en 2025": in 2025
         ("deux factures (n° 4410-A et n° 4410-B)", ["4410-A", "4410-B"]),
         ("die Rechnung mit der Nummer 4711", ["4711"]),

@@ -44,19 +44,24 @@ _NUMBER_WORDS = (
     r"numbers?|num|nummer|numéro|número|numero|id|ref|reference|référence|referencia"
     r"|riferimento|code"
 )
-# Words between a cue and its value: "order number: #", "Bestellung Nr.", "order is".
 # "with (the) number", in each language: "mit der Nummer", "con el número", "met nummer".
 _WITH_NUMBER = (
     r"(?i:(?:with(?:[ \t]+the)?|mit(?:[ \t]+der)?|avec(?:[ \t]+le)?|con(?:[ \t]+(?:el|il))?"
     r"|met(?:[ \t]+het)?|com(?:[ \t]+o)?)[ \t]+(?:number|nummer|numéro|número|numero))"
 )
+# Words between a cue and its value: "order number: #", "Bestellung Nr.", "order is".
 _CONNECTOR = (
     rf"(?:[ \t]*(?:[:=(]|{_NUMBER_SIGN}|{_WITH_NUMBER}(?![\w-])"
     rf"|(?i:{_NUMBER_WORDS}|{_VERBS})(?![\w-])\.?)"
     r"[ \t]*\n?)"
 )
-# A cue or connector that says "a number follows" (not just a verb or a bracket).
+# A connector that says "a number follows" (not just a verb or a bracket).
 _SIGNED = re.compile(rf"[#№:=]|{_NUMBER_SIGN}|(?i:(?<![^\W\d_]){_NUMBER_WORDS}(?![^\W\d_]))")
+# A cue that says so itself: "invoice number", "Rechnungsnummer(n)", "Kundennr", "order no".
+_SIGNED_CUE = re.compile(
+    rf"(?i:(?<![^\W\d_])(?:{_NUMBER_WORDS})(?![^\W\d_])|(?:nummer|nr)n?s?\.?\Z"
+    r"|(?:^|[\s-])(?:no|nro|núm)\.?\Z)"
+)
 _VERB = re.compile(rf"(?i:(?<![^\W\d_])(?:{_VERBS})(?![^\W\d_]))")
 # Shapes that are dates, not ids, when they are all of the value: 03/2026, 2026-04, 1.3.26.
 _DATE_LIKE = re.compile(
@@ -168,7 +173,7 @@ def find_cued(spec: FieldSpec, text: str) -> Iterator[Candidate]:
             if first.lower() in _STOPWORDS or len(first.strip(_TRAILING)) < 3:
                 continue
             connector = match.group("c")
-            signed = _SIGNED.search(match.group("k")) is not None or (
+            signed = _SIGNED_CUE.search(match.group("k")) is not None or (
                 _SIGNED.search(connector) is not None
             )
             verb_only = not signed and _VERB.search(connector) is not None
