@@ -99,24 +99,31 @@ def find_phones(
     spoken = _LANGUAGE_REGIONS.get(language or "", ())
     cues = [" ".join(m.group().lower().split()) for m in _ANY_CUE.finditer(text)]
     # Regions of the languages of the cue words present ("Handy" in a short English-looking
-    # message); configured regions count for cued numbers, or with none of the spoken ones.
+    # message) come first, with the configured regions where the language is spoken.
     hinted = [r for w in cues for r in _LANGUAGE_REGIONS.get(_WORD_LANGUAGE.get(w, ""), ())]
-    order = [*spoken, *hinted]
-    if thorough or cues or not any(r in configured for r in spoken):
-        order += configured
-    if thorough:
-        order += [r for lang in languages for r in _LANGUAGE_REGIONS.get(lang, ())]
-    order = _unique(order)
     context = _Context(text, configured, spoken, thorough)
+    tiers = [
+        _unique([*hinted, *(r for r in spoken if r in configured)]),
+        [r for r in configured if r not in spoken and r not in hinted],
+        [r for r in spoken if r not in configured and r not in hinted],
+    ]
+    if thorough:
+        tiers.append([r for lang in languages for r in _LANGUAGE_REGIONS.get(lang, ())])
     readings: list[_Reading] = []
-    for region in order:
-        matcher = phonenumbers.PhoneNumberMatcher(
-            text, region, leniency=phonenumbers.Leniency.VALID
-        )
-        for match in matcher:
-            reading = context.read(match, region)
-            if reading is not None:
-                readings.append(reading)
+    for window in _windows(text):
+        # Tiers follow the ranks: once one reads the window, later ones cannot do better
+        # (libphonenumber's parsing, once per region, is what costs the time).
+        seen: set[str] = set()
+        for tier in tiers:
+            found = []
+            for region in tier:
+                if region in seen or not context.worth(region, window):
+                    continue
+                seen.add(region)
+                found += context.match(phonenumbers, region, window)
+            if found:
+                readings += found
+                break
     if thorough:
         readings.extend(_shaped(text))
     chosen: list[_Reading] = []
@@ -142,16 +149,37 @@ class _Context:
         # The old rule: with none of the language's regions configured, any configured one.
         self.any_configured = not any(r in configured for r in spoken)
 
-    def read(self, match: Any, region: str) -> _Reading | None:
+    def worth(self, region: str, window: tuple[int, int, int]) -> bool:
+        """Whether a reading in `region` could be kept for the number in `window`."""
+        if self.thorough or self.any_configured or region in self.spoken:
+            return True
+        # Other regions read only cued numbers (or ones with +CC / 00CC, read anywhere).
+        run = window[1]
+        return self.text.startswith(("+", "00"), run) or _cue_before(self.text, run) is not None
+
+    def match(self, phonenumbers: Any, region: str, window: tuple[int, int, int]) -> list[
+        _Reading
+    ]:
+        """libphonenumber's valid matches in `window`, read in `region` and ranked."""
+        start, _run, end = window
+        matcher = phonenumbers.PhoneNumberMatcher(
+            self.text[start:end], region, leniency=phonenumbers.Leniency.VALID
+        )
+        readings = (self.read(match, region, start) for match in matcher)
+        return [r for r in readings if r is not None]
+
+    def read(self, match: Any, region: str, offset: int) -> _Reading | None:
+        """A match of libphonenumber in the window at `offset`, ranked, or None."""
         import phonenumbers
 
         text, raw = self.text, match.raw_string
-        if text[max(0, match.start - 1) : match.start].isalnum():
+        begin, finish = match.start + offset, match.end + offset
+        if text[max(0, begin - 1) : begin].isalnum():
             return None  # the tail of a longer token such as "RT4471190235"
         if _DATE_SHAPED.fullmatch(raw):
             return None
         international = raw.startswith(("+", "00"))
-        cue = _cue_before(text, match.start)
+        cue = _cue_before(text, begin)
         separated = re.search(r"[\s().\-/]", raw) is not None
         bare_national = self.thorough and raw.startswith("0") and not raw.startswith("00")
         if not (international or cue is not None or separated or bare_national):
@@ -161,7 +189,7 @@ class _Context:
             return None
         value = phonenumbers.format_number(match.number, phonenumbers.PhoneNumberFormat.E164)
         confidence = 0.95 if international or cue is not None else 0.85
-        return _Reading(match.start, match.end, value, rank, confidence)
+        return _Reading(begin, finish, value, rank, confidence)
 
     def _rank(self, region: str, international: bool, cue: str | None) -> int | None:
         if international:
@@ -177,6 +205,28 @@ class _Context:
         if region in self.spoken:
             return 4  # the language's region, though not one the shop configured
         return 5 if self.thorough else None
+
+
+# Where libphonenumber may find something: runs of digits with the characters phone
+# numbers are written with. Matching only these windows (and two characters around them,
+# which the matcher looks at) instead of the whole text keeps a long email fast when many
+# regions are tried.
+_DIGIT_RUN = re.compile(r"[+(]*\d(?:[\d \t\u00a0().\-/]*\d)?\)?")
+
+
+def _windows(text: str) -> list[tuple[int, int, int]]:
+    """(window start, where its digits start, window end) of each stretch worth matching."""
+    out: list[tuple[int, int, int]] = []
+    for m in _DIGIT_RUN.finditer(text):
+        # No valid number of the regions read has fewer than six digits; a date is none.
+        if sum(ch.isdigit() for ch in m.group()) < 6 or _DATE_SHAPED.fullmatch(m.group()):
+            continue
+        start, end = max(0, m.start() - 2), min(len(text), m.end() + 2)
+        if out and start <= out[-1][2]:
+            out[-1] = (out[-1][0], out[-1][1], end)
+        else:
+            out.append((start, m.start(), end))
+    return out
 
 
 def _cue_before(text: str, start: int) -> str | None:
