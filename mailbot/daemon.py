@@ -20,9 +20,9 @@ from mailbot.config import AccountSettings, Config
 from mailbot.db.session import Database
 from mailbot.errors import MailbotError
 from mailbot.ingest.imap import MailboxSync, PollReport, connect
-from mailbot.ingest.ledger import record_poll_failure, worker_identity
-from mailbot.pipeline.runner import Pipeline
-from mailbot.pipeline.wiring import build_stages
+from mailbot.ingest.lease import worker_identity
+from mailbot.ingest.ledger import record_poll_failure
+from mailbot.pipeline.wiring import build_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +36,35 @@ class Worker:
         self.config = config
         self.db = db or Database(config.database_url, echo=config.database.echo)
         self.db.ensure_schema()
-        self.pipeline = Pipeline(self.db, build_stages(config, self.db))
         self.stop = threading.Event()
         self.owner = worker_identity()
+        built = build_pipeline(config, self.db, owner=self.owner, stop=self.stop)
+        self.pipeline = built.pipeline
+        self.escalations = built.escalations
         self.syncs: list[MailboxSync] = [
             MailboxSync(self.db, account, folder, self.pipeline, config.worker,
-                        owner=self.owner, stop=self.stop)
+                        owner=self.owner, stop=self.stop, escalations=self.escalations)
             for account in config.accounts
             for folder in account.mailboxes
         ]
+        # Set by an IDLE watcher when mail arrives; a poll already running when it does
+        # polls once more, so the wake-up is never lost.
+        self.wake: dict[int, threading.Event] = {id(s): threading.Event() for s in self.syncs}
 
     def poll(self, sync: MailboxSync) -> PollReport:
-        """Poll one mailbox; an unexpected error is recorded and never stops the others."""
+        """Poll one mailbox (again, while IDLE reports new mail during the poll); an
+        unexpected error is recorded and never stops the others."""
+        wake = self.wake[id(sync)]
+        for _ in range(100):
+            wake.clear()
+            report = self._poll_once(sync)
+            if not wake.is_set() or self.stop.is_set() or report.error:
+                return report
+            log.info("%s/%s: new mail arrived during the poll; polling again",
+                     sync.account.name, sync.folder)
+        return report
+
+    def _poll_once(self, sync: MailboxSync) -> PollReport:
         try:
             return sync.poll()
         except MailbotError as exc:
@@ -90,7 +107,7 @@ class Worker:
                               next_run_time=datetime.now(UTC))
             if sync.account.idle:
                 watchers.append(IdleWatcher(sync.account, sync.folder, self.stop,
-                                            _trigger(scheduler, job_id)))
+                                            _trigger(scheduler, job_id, self.wake[id(sync)])))
         self._install_signal_handlers()
         scheduler.start()
         for watcher in watchers:
@@ -116,8 +133,9 @@ class Worker:
         signal.signal(signal.SIGINT, _handle)
 
 
-def _trigger(scheduler: object, job_id: str) -> Callable[[], None]:
+def _trigger(scheduler: object, job_id: str, wake: threading.Event) -> Callable[[], None]:
     def run_now() -> None:
+        wake.set()  # a poll running now polls again when it ends
         try:
             scheduler.modify_job(job_id, next_run_time=datetime.now(UTC))  # type: ignore[attr-defined]
         except Exception:  # noqa: BLE001 - the scheduler may be shutting down

@@ -72,6 +72,18 @@ class MailboxError(TransientError):
     exit_code = ExitCode.UNAVAILABLE
 
 
+class Stopping(MailbotError):
+    """The worker was asked to stop (SIGTERM) while it waited; nothing was lost."""
+
+    exit_code = ExitCode.OK
+
+
+class LeaseLost(TransientError):
+    """Another worker took over this mailbox: whatever this one had not committed is dropped."""
+
+    exit_code = ExitCode.TEMPFAIL
+
+
 class AlreadyRunning(TransientError):
     """Another instance holds the lease on this mailbox or database."""
 

@@ -124,13 +124,13 @@ def test_pipeline_drafts_routine_mail_and_never_auto_replies(encoder_dir: Path) 
                                "drafts": {"support_address": "help@northwind.example"}})
     stages = build_stages(config)
     result = dry_run(stages, sample("03_cancellation.eml"))
-    draft = result.values["draft"]
+    draft = result.case.draft
     assert draft is not None and draft.template == "replies/cancellation.en.txt.j2"
     assert "A10402" in draft.body and draft.sender.email == "help@northwind.example"
     assert draft.fields["order_id"] == "A10402"
     skipped = dry_run(stages, out_of_office(3))
-    assert [name for name, _ in skipped.steps_by_name] == ["parse"]
-    assert "draft" not in skipped.values
+    assert [step.stage for step in skipped.steps] == ["parse"]
+    assert skipped.case.draft is None
 
 
 def test_a_model_written_body_goes_in_the_shared_layout() -> None:

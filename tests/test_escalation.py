@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from mailbot.audit.events import record_event
 from mailbot.db.drafts import DraftRecord
-from mailbot.db.llm_records import TeacherLabel
+from mailbot.db.llm_records import LLMRequest, TeacherLabel
 from mailbot.db.models import Event, Message
 from mailbot.db.session import Database
-from mailbot.ingest.ledger import record_event
 from mailbot.ingest.maildir import ingest_local
-from mailbot.pipeline.runner import Pipeline
-from mailbot.pipeline.wiring import build_stages
+from mailbot.llm.escalate import reserve_for
+from mailbot.pipeline.wiring import build_pipeline
 from tests.support.fake_openai import ReceivedRequest, Reply, default_answer
 from tests.support.mail import support_email
 from tests.test_route import config_for
@@ -42,8 +42,9 @@ def process(config: Any, raws: list[bytes], tmp_path: Path, mailbox: str = "file
         (folder / f"{n:03d}.eml").write_bytes(raw)
     database = Database(config.database_url)
     database.upgrade()
-    ingest_local(database, sorted(folder.iterdir()),
-                 Pipeline(database, build_stages(config, database)), mailbox_name=mailbox)
+    built = build_pipeline(config, database)
+    ingest_local(database, sorted(folder.iterdir()), built.pipeline,
+                 escalations=built.escalations, mailbox_name=mailbox)
     return database
 
 
@@ -58,10 +59,12 @@ def messages(database: Database) -> list[Message]:
         return list(session.scalars(select(Message).order_by(Message.id)))
 
 
-def llm_config(tmp_path: Path, encoder_dir: Path, fake_llm: Any, **route: Any) -> Any:
+def llm_config(tmp_path: Path, encoder_dir: Path, fake_llm: Any, *, llm_concurrency: int = 4,
+               **route: Any) -> Any:
     return config_for(tmp_path, encoder_dir, route=route, llm={
         "base_url": fake_llm.base_url, "model": "fake-model", "attempts": 2,
-        "retry_base_seconds": 0.01, "retry_max_seconds": 0.02, "breaker_failures": 3})
+        "retry_base_seconds": 0.01, "retry_max_seconds": 0.02, "breaker_failures": 3,
+        "concurrency": llm_concurrency})
 
 
 def answer_with_placeholders(request: ReceivedRequest) -> Reply:
@@ -102,17 +105,23 @@ def test_personal_data_never_reaches_the_cloud_and_comes_back_in_the_draft(
 
     calls = events(database, "llm")
     assert [e.details["task"] for e in calls] == ["classify", "reply"]
-    for call, request in zip(calls, fake_llm.chat_requests, strict=True):
-        assert call.details["request"]["messages"] == request.messages  # exactly what was sent
+    with database.session() as session:
+        sent = list(session.scalars(select(LLMRequest).order_by(LLMRequest.id)))
+    for call, row, request in zip(calls, sent, fake_llm.chat_requests, strict=True):
+        assert row.answer["sent"]["messages"] == request.messages  # exactly what was sent
+        assert call.details["llm_request"] == row.id and row.state == "answered"
         assert call.tokens_in and call.tokens_out and call.cost and call.cost > 0
         assert call.message_pk == messages(database)[0].id
         assert call.mailbox_id == messages(database)[0].mailbox_id
+        assert call.details["placeholders"]["PERSON"] >= 1
+        # The audit log keeps no personal data: the request's text is in llm_requests.
+        assert "request" not in call.details and "response" not in call.details
     assert set(labels) == {"intent", "priority", "sentiment", "language", "reply"}
     assert "<ORDER_1>" in labels["reply"].value["text"]  # teachers keep the redacted text
     assert all(value not in labels["intent"].input_text for value in PERSONAL)
-    [escalate] = events(database, "escalate")
-    assert escalate.outcome == "ok" and "vip_sender" in escalate.details["codes"]
-    assert escalate.details["placeholders"]["PERSON"] >= 1
+    [route] = events(database, "route")
+    assert route.outcome == "llm" and "vip_sender" in route.details["codes"]
+    assert [e.outcome for e in events(database, "settle")] == ["escalating", "drafted"]
 
 
 def test_card_numbers_stay_masked_in_the_reply(
@@ -134,7 +143,8 @@ def test_a_failing_llm_sends_the_mail_to_a_person_and_the_breaker_stops_calling(
     tmp_path: Path, encoder_dir: Path, fake_llm: Any
 ) -> None:
     fake_llm.default = lambda r: Reply(status=500)
-    config = llm_config(tmp_path, encoder_dir, fake_llm)
+    # One call at a time, so the order of failures is the order of the messages.
+    config = llm_config(tmp_path, encoder_dir, fake_llm, llm_concurrency=1)
     raws = [support_email(n, body=HARD, sender=f"C{n} <c{n}@example.org>",
                           subject=f"Late order {n}") for n in range(3)]
     database = process(config, raws, tmp_path)
@@ -143,7 +153,9 @@ def test_a_failing_llm_sends_the_mail_to_a_person_and_the_breaker_stops_calling(
     rows = messages(database)
     assert [m.status for m in rows] == ["needs_human"] * 3
     assert all(m.status_reason.startswith("needs a person: legal threat") for m in rows)
-    causes = [e.details["reasons"][-1]["details"]["cause"] for e in events(database, "escalate")]
+    handed = [e for e in events(database, "settle") if e.outcome == "needs_human"]
+    assert [e.details["handoff"] for e in handed] == ["llm_failed"] * 3
+    causes = [e.details["handoff_details"]["cause"] for e in handed]
     assert causes == ["server_error", "breaker_open", "breaker_open"]
     assert [e.outcome for e in events(database, "llm")] == ["unavailable"] * 3
     assert events(database, "draft") == []
@@ -189,20 +201,26 @@ def test_a_spent_budget_sends_escalations_to_a_person(
     assert exhausted.outcome == "exhausted" and exhausted.message_pk == hard.id
 
 
-def test_the_budget_counts_calls_made_earlier_in_the_same_batch(
+def test_the_budget_counts_calls_in_flight(
     tmp_path: Path, encoder_dir: Path, fake_llm: Any
 ) -> None:
-    config = config_for(tmp_path, encoder_dir, llm={"base_url": fake_llm.base_url,
-                                                     "model": "fake-model"},
-                        cost={"daily_budget": 0.0005})  # one reply costs about 0.001
+    """Two escalations at once with room for one call: the second is refused before it is
+    sent, since the first may still cost up to its reservation."""
+    settings = {"base_url": fake_llm.base_url, "model": "fake-model", "max_output_tokens": 64}
+    probe = config_for(tmp_path, encoder_dir, llm=settings)
+    one_call = reserve_for({"subject": "Late order 0", "body": HARD}, probe)
+    config = config_for(tmp_path, encoder_dir, llm=settings,
+                        cost={"daily_budget": round(one_call * 1.5, 6)})
     raws = [support_email(n, body=HARD, sender=f"C{n} <c{n}@example.org>",
                           subject=f"Late order {n}") for n in range(2)]
     database = process(config, raws, tmp_path)
     first, second = messages(database)
     assert first.status == "drafted"
     assert second.status == "needs_human" and "daily cloud LLM budget" in second.status_reason
-    assert [e.outcome for e in events(database, "escalate")] == ["ok", "human"]
+    assert len(fake_llm.chat_requests) == 1
     assert len(events(database, "budget")) == 1
+    spent = sum(e.cost or 0 for e in events(database, "llm"))
+    assert 0 < spent <= config.cost.daily_budget
 
 
 def test_no_cloud_mailboxes_keep_their_mail_on_the_server(
@@ -257,6 +275,6 @@ def test_the_third_message_in_a_thread_escalates(
 def test_the_models_own_greeting_and_sign_off_give_way_to_our_layout(
     written: str, kept: str
 ) -> None:
-    from mailbot.route import trim_reply
+    from mailbot.compose.trim import trim_reply
 
     assert trim_reply(written) == kept

@@ -28,12 +28,15 @@ from mailbot.engine import Generation, ModelRegistry
 from mailbot.errors import ConfigError
 from mailbot.fields import build_schema, extract_message
 from mailbot.fields.generator import GeneratorExtractor
+from mailbot.fields.stage import ExtractStage
 from mailbot.ingest.maildir import ingest_local
 from mailbot.kb.index import Passage
 from mailbot.parse.mime import parse_message
+from mailbot.parse.stage import ParseStage
 from mailbot.pipeline.runner import Pipeline, dry_run
-from mailbot.pipeline.wiring import ExtractStage, ParseStage, build_stages
+from mailbot.pipeline.wiring import build_pipeline, build_stages
 from mailbot.resources import data_dir
+from mailbot.route.outcome import settle
 
 SAMPLES = data_dir() / "samples"
 ORDER_STATUS = SAMPLES / "01_order_status.eml"
@@ -228,11 +231,11 @@ def test_failed_gates_escalate_when_the_router_is_told_to(
     config = generator_config(models_dir, tiny_generator_dir.name,
                               drafts={"use_generator": True})
     result = dry_run(build_stages(config), ORDER_STATUS.read_bytes())
-    route = dict(result.steps_by_name)["route"]
-    assert route.status == MessageStatus.NEEDS_HUMAN
+    route = result.step("route")
+    assert settle(result.case).status == MessageStatus.NEEDS_HUMAN
     assert route.details["codes"] == ["generation_failed", "llm_not_configured"]
     assert route.details["reasons"][0]["details"]["gates"]["passed"] is False
-    assert "draft" not in result.values
+    assert result.case.draft is None
 
 
 def test_a_body_that_passes_the_gates_is_the_reply(models_dir: Path) -> None:
@@ -244,14 +247,14 @@ def test_a_body_that_passes_the_gates_is_the_reply(models_dir: Path) -> None:
     names = [s.name for s in stages]
     stages.insert(names.index("route"), GenerateStage(config, writer))
     result = dry_run(stages, ORDER_STATUS.read_bytes())
-    draft = result.values["draft"]
+    draft = result.case.draft
     assert draft.model == "scripted-slm" and draft.template == "replies/written.en.txt.j2"
     assert draft.gates["used"] is True and draft.gates["fallback"] is None
     assert draft.gates["passed"] is True
     # The model's own greeting and sign-off gave way to the layout's.
     assert GOOD_BODY in draft.body and draft.body.startswith("Hello Emma,")
     assert "Best regards" not in draft.body
-    details = dict(result.steps_by_name)["draft"]
+    details = result.step("draft")
     assert details.model_version == "v-test" and details.details["gates"]["used"] is True
     # The prompt carried the email as delimited data, the facts and the intent.
     [prompt] = scripted.prompts
@@ -371,12 +374,12 @@ def test_extract_stage_records_the_generator_report() -> None:
     scripted = ScriptedGenerator("not json", "still not json")
     stages = [ParseStage(), ExtractStage(build_schema(), extractor(scripted))]
     result = dry_run(stages, ORDER_STATUS.read_bytes())
-    step = dict(result.steps_by_name)["extract"]
+    step = result.step("extract")
     assert step.details["generator"]["retried"] is True
     assert step.details["generator"]["reason"].startswith("no usable answer after 2 attempts: "
                                                           "no JSON object")
     assert step.model == "scripted-slm" and step.tokens_out
-    assert set(result.values["extract"].values("order_id")) == {"A10234"}
+    assert set(result.case.extraction.values("order_id")) == {"A10234"}
 
 
 def test_invalid_json_then_valid_json_is_used_with_lower_confidence() -> None:
@@ -445,16 +448,20 @@ def test_values_are_normalised_like_the_rules_do() -> None:
 
 
 def test_failed_gates_go_to_the_cloud_llm_when_one_is_configured(
-    models_dir: Path, tiny_generator_dir: Path, fake_llm: Any,
+    models_dir: Path, tiny_generator_dir: Path, fake_llm: Any, sqlite_database: Database,
 ) -> None:
     config = generator_config(models_dir, tiny_generator_dir.name,
                               drafts={"use_generator": True},
                               llm={"base_url": fake_llm.base_url, "model": "fake-model"})
     result = dry_run(build_stages(config), ORDER_STATUS.read_bytes())
-    steps = dict(result.steps_by_name)
-    assert steps["route"].outcome == "llm"
-    assert steps["route"].details["codes"] == ["generation_failed"]
-    draft = result.values["draft"]
+    assert result.step("route").outcome == "llm"
+    assert result.step("route").details["codes"] == ["generation_failed"]
+    assert result.case.draft is None  # a dry run never pays for a cloud call
+
+    built = build_pipeline(config, sqlite_database)
+    ingest_local(sqlite_database, [ORDER_STATUS], built.pipeline, escalations=built.escalations)
+    with sqlite_database.session() as session:
+        [draft] = session.scalars(select(DraftRecord)).all()
     assert draft.model == "fake-model"
     assert draft.gates["used"] is False and draft.gates["passed"] is False
     assert draft.gates["fallback"] == "the cloud LLM wrote the reply"

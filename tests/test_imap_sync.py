@@ -15,8 +15,8 @@ from mailbot.daemon import Worker
 from mailbot.db.models import Event, Mailbox, Message, MessageStatus, RawMessage
 from mailbot.db.session import Database
 from mailbot.ingest.ledger import mailbox_statuses
-from mailbot.pipeline.runner import StageResult, WorkItem
-from mailbot.pipeline.wiring import ParseStage
+from mailbot.parse.stage import ParseStage
+from mailbot.pipeline.case import Case, Step
 from tests.support.dovecot import ImapUser
 from tests.support.mail import bounce, out_of_office, support_email
 
@@ -61,9 +61,9 @@ class Recorder:
     def __init__(self) -> None:
         self.seen: list[str] = []
 
-    def run(self, item: WorkItem) -> StageResult:
-        self.seen.append(item.results["parse"].subject)
-        return StageResult("ok")
+    def run(self, case: Case) -> Step:
+        self.seen.append(case.parsed().subject)
+        return Step(case, "ok")
 
 
 def test_incremental_fetch_and_restart(database: Database, imap_user: ImapUser) -> None:
@@ -98,7 +98,7 @@ def test_fetch_never_marks_mail_seen(sqlite_database: Database, imap_user: ImapU
     assert all(b"\\Seen" not in f for f in flags.values())
 
 
-def test_oversize_message_is_recorded_as_skipped(
+def test_oversize_message_is_recorded_for_a_person(
     sqlite_database: Database, imap_user: ImapUser
 ) -> None:
     imap_user.append(support_email(1))
@@ -108,7 +108,7 @@ def test_oversize_message_is_recorded_as_skipped(
     [report] = worker.poll_all()
     assert report.oversize == 1
     rows = ledger(sqlite_database)
-    assert [r.status for r in rows] == ["parsed", "skipped", "parsed"]
+    assert [r.status for r in rows] == ["parsed", "needs_human", "parsed"]
     assert "over-size" in rows[1].status_reason and "8192" in rows[1].status_reason
     assert rows[1].subject == "Question about order A00002"
     with sqlite_database.session() as session:
@@ -175,9 +175,9 @@ class SlowStage:
 
     name = "slow"
 
-    def run(self, item: WorkItem) -> StageResult:
+    def run(self, case: Case) -> Step:
         time.sleep(0.01)
-        return StageResult("ok")
+        return Step(case, "ok")
 
 
 def test_connection_cut_mid_fetch_recovers(sqlite_database: Database, imap_user: ImapUser) -> None:
@@ -260,7 +260,7 @@ class Unreachable:
 
     name = "unreachable"
 
-    def run(self, item: WorkItem) -> StageResult:
+    def run(self, case: Case) -> Step:
         from mailbot.errors import TransientError
 
         raise TransientError("service down")
@@ -293,9 +293,6 @@ def test_second_worker_is_kept_off_a_busy_mailbox(
     first = make_worker(sqlite_database, imap_user.account_settings(fetch_batch=5))
     first.pipeline.stages = [ParseStage(), SlowStage()]
     second = make_worker(sqlite_database, imap_user.account_settings())
-    second.owner = "elsewhere:1"
-    for sync in second.syncs:
-        sync.owner = "elsewhere:1"
     thread = threading.Thread(target=first.poll_all)
     thread.start()
     deadline = time.monotonic() + 20

@@ -188,18 +188,39 @@ def test_index_follows_changes_made_by_another_process(
     assert all(Path(p.source).name != "faq.txt" for p in kb.search("loyalty points", 5))
 
 
-def test_passages_of_another_encoder_are_left_out_until_added_again(
+def test_passages_of_another_encoder_are_re_embedded_before_they_are_searched(
     sqlite_database: Database, encoder: object, documents: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     kb = make_kb(sqlite_database, encoder)
     kb.add([documents / "faq.txt"])
+    expected = [p.id for p in kb.search("loyalty points", 3)]
+    # As if the passages had been embedded by another encoder (different weights).
     with sqlite_database.session() as session:
-        session.execute(text("UPDATE kb_documents SET encoder_version = 'older'"))
-    assert kb.search("loyalty points", 3) == []
-    assert "embedded by another encoder" in caplog.text
-    [result] = kb.add([documents / "faq.txt"])  # same bytes, but its vectors are stale
-    assert (result.status, result.version) == ("updated", 2)
-    assert kb.search("loyalty points", 1)
+        session.execute(text("UPDATE kb_documents SET encoder = 'old', encoder_version = 'older'"))
+        session.execute(text("UPDATE kb_passages SET vector = zeroblob(length(vector))"))
+    caplog.set_level("INFO", logger="mailbot.kb")
+    # Never compared with this encoder's queries: re-embedded from the stored text first.
+    assert [p.id for p in kb.search("loyalty points", 3)] == expected
+    assert "embedded by old (version older); re-embedding them with" in caplog.text
+    assert "re-embedded 1 documents" in caplog.text
+    [info] = kb.documents()
+    assert (info.encoder_version, info.version) == (encoder.version, 1)  # type: ignore[attr-defined]
+    [result] = kb.add([documents / "faq.txt"])  # same bytes, current vectors: nothing to do
+    assert result.status == "unchanged"
+    assert kb.reembed().documents == 0
+
+
+def test_switching_to_the_multilingual_encoder_re_embeds_the_knowledge_base(
+    sqlite_database: Database, encoder: Any, e5_encoder: Any, documents: Path
+) -> None:
+    english = make_kb(sqlite_database, encoder)
+    english.add([documents / "faq.txt", documents / "care-guide.md"])
+    multilingual = make_kb(sqlite_database, e5_encoder)
+    # A German question, with the passages now in E5's vector space ("passage: " prefix).
+    [top] = multilingual.search("Wie viele Treuepunkte brauche ich für einen Gutschein?", 1)
+    assert Path(top.source).name == "faq.txt" and "500 points" in top.text
+    assert {d.encoder for d in multilingual.documents()} == {"multilingual-e5-small"}
+    assert {d.encoder_version for d in multilingual.documents()} == {e5_encoder.version}
 
 
 # -- retrieval quality on the sample knowledge base ---------------------------------------
@@ -295,6 +316,8 @@ def test_cli_add_list_search_remove(
     assert "2 files: 2 added, 0 updated, 0 unchanged, 0 failed" in out
     code, out, _ = mailbot("add", str(documents / "care-guide.md"))
     assert code == 0 and "unchanged" in out and "skipped" in out
+    code, out, _ = mailbot("reembed")
+    assert code == 0 and "nothing to do" in out
 
     code, out, _ = mailbot("list", "--json")
     listed = json.loads(out)

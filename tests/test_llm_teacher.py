@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
 from typing import Any
 
 import pytest
@@ -136,7 +138,10 @@ def test_llm_calls_and_failures_in_the_audit_log(database, fake_llm) -> None:
         assert (ok.outcome, ok.tokens_in, ok.tokens_out) == ("ok", 1200, 80)
         assert ok.cost == pytest.approx(1200 * 2.5e-6 + 80 * 1e-5)
         assert ok.model == "fake-model" and ok.latency_ms > 0
-        assert ok.details["request"]["messages"] == fake_llm.chat_requests[0].messages
+        # The event keeps a hash of what was sent, not the customer's words.
+        sent = json.dumps(result.call.request, sort_keys=True, ensure_ascii=False)
+        assert ok.details["request_sha256"] == hashlib.sha256(sent.encode()).hexdigest()
+        assert ok.details["messages"] == len(fake_llm.chat_requests[0].messages)
         assert ok.details["task"] == "classify"
         assert (bad.outcome, bad.tokens_in, bad.details["repaired"]) == ("invalid", 210, True)
         assert bad.cost == pytest.approx(210 * 2.5e-6 + 10 * 1e-5)

@@ -9,9 +9,10 @@ from sqlalchemy import inspect, select, text
 from sqlalchemy.exc import DBAPIError
 
 import mailbot.db  # noqa: F401  (all tables registered)
+from mailbot.audit.events import record_event
 from mailbot.db.base import Base
 from mailbot.db.session import Database
-from mailbot.ingest.ledger import get_or_create_mailbox, record_event
+from mailbot.ingest.ledger import get_or_create_mailbox
 
 
 def schema_diff(database: Database) -> list:

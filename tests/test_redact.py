@@ -140,12 +140,11 @@ def test_categories_follow_the_config() -> None:
 
 
 def test_sender_name_from_the_header_is_used() -> None:
-    from mailbot.fields import message_text
     from mailbot.parse.mime import parse_message
 
     message = parse_message((SAMPLES / "02_refund_request.eml").read_bytes())
     pseudonymiser = Pseudonymiser(known_names=[message.from_addr.name])
-    redacted = pseudonymiser.redact(message_text(message)).redacted
+    redacted = pseudonymiser.redact(message.text_with_signature).redacted
     assert "Okafor" not in redacted
     assert "<ORDER_1>" in redacted
 

@@ -16,7 +16,7 @@ from mailbot.cli.common import run_cli
 from mailbot.config import Config, config_from_dict
 from mailbot.fields import build_schema, extract_message
 from mailbot.parse.mime import parse_message
-from mailbot.pipeline.runner import WorkItem
+from mailbot.pipeline.case import Case
 from mailbot.resources import data_dir
 from mailbot.route import RouteDecision, RouteStage, decide, thread_subject
 from mailbot.route.decision import HUMAN, LLM, SKIP, SLM, RouteReason
@@ -50,12 +50,12 @@ def route(body: str = "Where is my order A10234? It has not arrived.", *,
     intent = kwargs.pop("intent", "order_status")
     generated = kwargs.pop("generate", None)
     _, extraction = extract_message(message, build_schema(cfg.fields), intent=intent)
-    item = WorkItem(message_pk=0, raw=b"", account=account)
-    item.results.update(parse=message, classify=classification(intent, **kwargs),
-                        extract=extraction, generate=generated)
-    result = RouteStage(cfg, llm_available=llm).run(item)
-    decision = result.value
-    assert result.details == decision.to_json()
+    case = Case(message_pk=0, raw=b"", account=account, message=message,
+                classification=classification(intent, **kwargs), extraction=extraction,
+                generated=generated)
+    step = RouteStage(cfg, llm_available=llm).run(case)
+    decision = step.case.decision
+    assert decision is not None and step.details == decision.to_json()
     return decision
 
 

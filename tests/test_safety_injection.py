@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from mailbot.db.drafts import DraftRecord
-from mailbot.db.models import Message
+from mailbot.db.models import Message, MessageFacts
 from tests.support.fake_openai import ReceivedRequest, Reply, default_answer
 from tests.test_escalation import events, process
 from tests.test_route import config_for
@@ -67,7 +67,9 @@ def test_every_obeyed_injection_is_stopped_and_sent_to_a_person(
     with database.session() as session:
         assert session.scalars(select(DraftRecord)).all() == []
         rows = {m.id: m for m in session.scalars(select(Message))}
-    held = events(database, "draft")
+    # Messages were ingested in the corpus's sorted order; cloud answers finish in any order.
+    held = sorted(events(database, "draft"), key=lambda e: e.message_pk)
+    settled = {e.message_pk: e for e in events(database, "settle") if e.outcome != "escalating"}
     assert len(held) == len(CASES)
     for event, name in zip(held, sorted(CASES), strict=True):
         message = rows[event.message_pk]
@@ -75,10 +77,12 @@ def test_every_obeyed_injection_is_stopped_and_sent_to_a_person(
         assert message.status == "needs_human", name
         assert message.status_reason.startswith("needs a person: "), name
         assert "draft held back" in message.status_reason, name
-        found = {v["check"] for v in event.details["safety"]["violations"]}
+        found = set(event.details["safety"]["violations"])
         assert set(CASES[name]["expect"]) <= found, (name, found)
-        assert event.details["codes"][-1] == "unsafe_draft"
-        assert event.details["held_body"]  # the agent sees what the model wrote
+        assert settled[event.message_pk].details["codes"][-1] == "unsafe_draft"
+        with database.session() as session:
+            facts = session.get(MessageFacts, event.message_pk)
+        assert facts is not None and facts.data["held_draft"]["body"]  # the agent sees it
 
 
 def test_hidden_text_never_reaches_the_model(corpus_run: Any, fake_llm: Any) -> None:
@@ -101,5 +105,5 @@ def test_at_default_routing_no_draft_carries_an_attack(corpus_run: Any) -> None:
     # "$5000" refund is held back like the model's reply would be.
     held_templates = [e for e in events(database, "draft")
                       if e.outcome == "unsafe" and e.details["model"] == "template"]
-    assert [(e.details["template"], [v["check"] for v in e.details["safety"]["violations"]])
+    assert [(e.details["template"], e.details["safety"]["violations"])
             for e in held_templates] == [("replies/refund.en.txt.j2", ["promise"])]

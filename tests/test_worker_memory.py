@@ -20,7 +20,7 @@ _WORKER = textwrap.dedent(
     from mailbot.config import ModelSettings
     from mailbot.engine import ModelRegistry
 
-    registry = ModelRegistry(ModelSettings(), Path(sys.argv[1]))
+    registry = ModelRegistry(ModelSettings(encoder=sys.argv[2]), Path(sys.argv[1]))
     encoder = registry.encoder()
     body = (
         "Hello, I ordered a coffee maker three weeks ago (order 48213) and it still has not "
@@ -45,9 +45,19 @@ _WORKER = textwrap.dedent(
 
 
 def test_worker_with_encoder_stays_small_and_never_imports_torch(encoder_dir: Path) -> None:
+    _check_worker(encoder_dir)
+
+
+def test_worker_with_the_multilingual_encoder_stays_small(e5_encoder_dir: Path) -> None:
+    # 250k-token vocabulary: int8 embeddings (96 MB), sentencepiece rather than tokenizers
+    # (55 MB rather than 260), and no 250k-entry vocabulary.json inside CTranslate2.
+    _check_worker(e5_encoder_dir)
+
+
+def _check_worker(model_dir: Path) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     completed = subprocess.run(
-        [sys.executable, "-c", _WORKER, str(encoder_dir.parent)],
+        [sys.executable, "-c", _WORKER, str(model_dir.parent), model_dir.name],
         capture_output=True,
         text=True,
         timeout=180,

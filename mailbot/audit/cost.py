@@ -24,9 +24,9 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from mailbot.audit.events import record_event
 from mailbot.config import CostSettings
 from mailbot.db.models import Event, Message, MessageStatus, RawMessage
-from mailbot.ingest.ledger import record_event
 
 log = logging.getLogger(__name__)
 
@@ -130,19 +130,33 @@ def llm_spent(session: Session, since: datetime, until: datetime | None = None) 
     return float(session.scalar(query) or 0.0)
 
 
-def budget_state(session: Session, now: datetime, settings: CostSettings) -> BudgetState:
-    """Whether today's and this month's cloud spending leave room for another call."""
+def budget_state(
+    session: Session,
+    now: datetime,
+    settings: CostSettings,
+    *,
+    reserved: float = 0.0,
+    more: float = 0.0,
+) -> BudgetState:
+    """Whether today's and this month's cloud spending leave room for another call.
+
+    `reserved` is what calls now in flight may still cost, `more` what the next call may
+    cost; the budget allows the call only if all of it fits.
+    """
     day_start, month_start = period_starts(now, settings.timezone)
-    spent_today = llm_spent(session, day_start, now)
-    spent_month = llm_spent(session, month_start, now)
+    spent_today = llm_spent(session, day_start, now) + reserved
+    spent_month = llm_spent(session, month_start, now) + reserved
     reason = None
     # A small tolerance: 0.6 + 0.3 + 0.1 sums to 0.9999999999999999 in floating point.
-    if settings.daily_budget and spent_today >= settings.daily_budget - _EPSILON:
+    if settings.daily_budget and spent_today + more > settings.daily_budget + _EPSILON or (
+            settings.daily_budget and spent_today >= settings.daily_budget - _EPSILON):
         reason = (
             f"daily cloud LLM budget reached: spent {spent_today:.4f} of "
             f"{settings.daily_budget:.2f} {settings.currency} today ({settings.timezone})"
         )
-    elif settings.monthly_budget and spent_month >= settings.monthly_budget - _EPSILON:
+    elif settings.monthly_budget and (
+            spent_month + more > settings.monthly_budget + _EPSILON
+            or spent_month >= settings.monthly_budget - _EPSILON):
         reason = (
             f"monthly cloud LLM budget reached: spent {spent_month:.4f} of "
             f"{settings.monthly_budget:.2f} {settings.currency} this month ({settings.timezone})"

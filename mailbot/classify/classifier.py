@@ -15,9 +15,10 @@ from mailbot.classify.head import Head
 from mailbot.classify.language import detect_language
 from mailbot.classify.lexical import gram_counts
 from mailbot.classify.result import Classification
-from mailbot.classify.store import HEAD_NAMES, HeadStore, TextEncoder
+from mailbot.classify.store import HEAD_NAMES, HeadStore, TextEncoder, encoder_mismatch
 from mailbot.config import ClassifierSettings, Config
 from mailbot.db import Database
+from mailbot.errors import ModelError
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,12 @@ class Classifier:
             self._checked_at = now
             changed = False
             for name in HEAD_NAMES:
-                record = self.store.newest_promoted(name)
+                # Heads are tied to the encoder whose embeddings they were trained on.
+                record = self.store.newest_promoted(name, self.encoder.version)
+                if record is None and name not in self._heads:
+                    others = self.store.promoted_for_other_encoders(name, self.encoder.version)
+                    if others:
+                        raise encoder_mismatch(name, others[0], self.encoder)
                 record_id = record.id if record else None
                 if name in self._heads and self._record_ids.get(name) == record_id:
                     continue
@@ -103,12 +109,10 @@ class Classifier:
                     Head.load(record.path) if record else self.store.seed_head(name, self.encoder)
                 )
                 if head.encoder_version and head.encoder_version != self.encoder.version:
-                    log.warning(
-                        "the %s head %s was trained on encoder version %s, not %s; retrain it",
-                        name,
-                        head.version,
-                        head.encoder_version,
-                        self.encoder.version,
+                    raise ModelError(
+                        f"{record.path if record else 'the seed head'}: trained on encoder "
+                        f"version {head.encoder_version}, not {self.encoder.version}; retrain "
+                        f"it with `mailbot train {name} --data FILE.csv`"
                     )
                 self._heads[name] = head
                 self._record_ids[name] = record_id

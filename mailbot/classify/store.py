@@ -62,6 +62,29 @@ class HeadRecord:
     created_at: datetime
     metrics: dict[str, Any]
 
+    @property
+    def encoder(self) -> str:
+        """The encoder whose embeddings the head was trained on ("" if not recorded)."""
+        return str(self.metrics.get("encoder") or "")
+
+    @property
+    def encoder_version(self) -> str:
+        """That encoder's version, a hash of its weights ("" if not recorded)."""
+        return str(self.metrics.get("encoder_version") or "")
+
+
+def encoder_mismatch(name: str, record: HeadRecord, encoder: TextEncoder) -> ModelError:
+    """The error for a promoted head that only exists for another encoder, saying what to run."""
+    source = str(record.metrics.get("source") or "") or "FILE.csv"
+    return ModelError(
+        f"the promoted {name} head (version {record.version}) was trained on the embeddings "
+        f"of {record.encoder or 'another encoder'} (version {record.encoder_version}), but "
+        f"models.encoder is {encoder.name} (version {encoder.version}), and a head only "
+        f"works with the encoder it was trained on. Train one for this encoder: "
+        f"`mailbot train {name} --data {source}`, or set models.encoder back to "
+        f"{record.encoder or 'the encoder it was trained on'}"
+    )
+
 
 def seed_examples(name: str) -> LabeledExamples:
     """The packaged seed training set of a head (mailbot/data/intents/)."""
@@ -156,18 +179,34 @@ class HeadStore:
             session.flush()
             return self._record(row)
 
-    def newest_promoted(self, name: str) -> HeadRecord | None:
-        """The version the worker should serve, or None (then the seed head is used)."""
+    def newest_promoted(
+        self, name: str, encoder_version: str | None = None
+    ) -> HeadRecord | None:
+        """The version the worker should serve, or None (then the seed head is used).
+
+        With `encoder_version`, only heads trained on that encoder's embeddings count (and
+        heads recorded before the encoder was noted): a head is meaningless on another
+        encoder's vectors, so each encoder keeps its own promoted heads.
+        """
+        for record in self._promoted(name):
+            if encoder_version is None or record.encoder_version in ("", encoder_version):
+                return record
+        return None
+
+    def promoted_for_other_encoders(self, name: str, encoder_version: str) -> list[HeadRecord]:
+        """Promoted heads of this name trained on another encoder's embeddings, newest first."""
+        return [r for r in self._promoted(name) if r.encoder_version not in ("", encoder_version)]
+
+    def _promoted(self, name: str) -> list[HeadRecord]:
         if self.database is None:
-            return None
+            return []
         with self.database.session() as session:
-            row = session.scalars(
+            rows = session.scalars(
                 select(Artifact)
                 .where(Artifact.kind == HEAD_KIND, Artifact.name == name, Artifact.promoted)
                 .order_by(Artifact.id.desc())
-                .limit(1)
-            ).first()
-            return self._record(row) if row is not None else None
+            ).all()
+            return [self._record(row) for row in rows]
 
     def versions(self, name: str | None = None) -> list[HeadRecord]:
         """Every recorded version, oldest first."""

@@ -74,12 +74,11 @@ def classify(text: str | None, eml: Path | None) -> int:
 
 
 def _email_text(path: Path) -> str:
-    from mailbot.classify import message_text
     from mailbot.cli.common import read_file_bytes
     from mailbot.parse.mime import parse_message
 
     message = parse_message(read_file_bytes(path))
-    return message_text(message.subject, message.new_text or message.text)
+    return message.customer_text
 
 
 @click.group()

@@ -19,6 +19,12 @@ def register(group: click.Group) -> None:
         group.add_command(command)
 
 
+def _describe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
 def _database(config: Any) -> Any:
     from mailbot.db.session import Database
 
@@ -74,6 +80,8 @@ def status(as_json: bool) -> int:
     if as_json:
         emit_json([asdict(r) for r in rows])
         return int(ExitCode.OK)
+    click.echo(f"data directory: {config.data_path}\ndatabase: {_describe_url(database.url)}\n"
+               f"models: {config.models_path}\n")
     if not rows:
         click.echo("no mailbox has been polled yet")
         return int(ExitCode.OK)
@@ -93,19 +101,6 @@ def status(as_json: bool) -> int:
             click.echo(f"\n{r.account}/{r.mailbox}: last error at {when} "
                        f"({r.consecutive_failures} in a row): {r.last_error}")
     return int(ExitCode.OK)
-    for r in rows:
-        counts = ", ".join(f"{k} {v}" for k, v in sorted(r.counts.items())) or "no messages"
-        last_poll = (r.last_poll_at.strftime("%Y-%m-%d %H:%M:%S UTC")
-                     if r.last_poll_at else "never")
-        click.echo(f"{r.account}/{r.mailbox}")
-        click.echo(f"  last poll   {last_poll}  "
-                   f"(UIDVALIDITY {r.uidvalidity}, last UID {r.last_uid})")
-        click.echo(f"  messages    {counts}")
-        if r.lease_owner:
-            click.echo(f"  polling now {r.lease_owner}")
-        if r.last_error:
-            click.echo(f"  last error  {r.last_error}  ({r.consecutive_failures} in a row)")
-    return int(ExitCode.OK)
 
 
 @click.command()
@@ -116,13 +111,13 @@ def status(as_json: bool) -> int:
 def ingest(paths: tuple[Path, ...], mailbox: str, as_json: bool) -> int:
     """Backfill from a Maildir folder or .eml files through the same pipeline."""
     from mailbot.ingest.maildir import ingest_local
-    from mailbot.pipeline.runner import Pipeline
-    from mailbot.pipeline.wiring import build_stages
+    from mailbot.pipeline.wiring import build_pipeline
 
     config = get_state().config
     database = _database(config)
     database.ensure_schema()
-    report = ingest_local(database, paths, Pipeline(database, build_stages(config, database)),
+    built = build_pipeline(config, database)
+    report = ingest_local(database, paths, built.pipeline, escalations=built.escalations,
                           mailbox_name=mailbox)
     if as_json:
         emit_json(asdict(report))
@@ -142,24 +137,29 @@ def sample_dir() -> Path:
 def demo(keep: bool, as_json: bool) -> int:
     """Process the sample support emails that ship with mailbot, with no server.
 
-    Uses a local SQLite database (<data_dir>/demo.db) and prints what happened to each email.
+    Uses a SQLite database of its own (<data_dir>/demo/demo.db), prepares the default model
+    when it is missing, and prints what happened to each email.
     """
     from mailbot.db.session import Database
     from mailbot.ingest.maildir import ingest_local
-    from mailbot.pipeline.runner import Pipeline
-    from mailbot.pipeline.wiring import build_stages
+    from mailbot.pipeline.wiring import build_pipeline
 
     state = get_state()
     config = state.config
     if not state.verbosity:
         # The demo prints what it did; the worker's progress log would only interleave.
         logging.getLogger("mailbot").setLevel(logging.WARNING)
-    db_path = config.data_path / "demo.db"
+    # The demo's own database, apart from the worker's (<data_dir>/mailbot.db).
+    db_path = config.data_path / "demo" / "demo.db"
     if not keep:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+    if not as_json:
+        click.echo(f"data directory: {config.data_path}\nmodels: {config.models_path}\n"
+                   f"demo database: {db_path}\n")
     database = Database(f"sqlite:///{db_path}")
     database.upgrade()
+    stages = _demo_stages(config, database, quiet=as_json)
     if config.classifier.enabled:
         # The sample policy pages the drafts are grounded in.
         from mailbot.kb.knowledge import KnowledgeBase
@@ -173,9 +173,9 @@ def demo(keep: bool, as_json: bool) -> int:
         if not as_json:
             _print_demo_record(record)
 
-    report = ingest_local(database, [sample_dir()],
-                          Pipeline(database, build_stages(config, database)),
-                          mailbox_name="demo", on_message=show)
+    built = build_pipeline(config, database, stages=stages)
+    report = ingest_local(database, [sample_dir()], built.pipeline,
+                          escalations=built.escalations, mailbox_name="demo", on_message=show)
     if as_json:
         emit_json({"database": str(db_path), "messages": shown})
         return int(ExitCode.OK)
@@ -188,8 +188,42 @@ def demo(keep: bool, as_json: bool) -> int:
     return int(ExitCode.OK)
 
 
+def _demo_stages(config: Any, database: Any, *, quiet: bool) -> list[Any]:
+    """The pipeline's stages; a missing default model is prepared first when the `convert`
+    extra is installed (otherwise the error names the command that creates it)."""
+    from importlib.util import find_spec
+
+    from mailbot.errors import ModelError
+    from mailbot.pipeline.wiring import build_stages
+
+    try:
+        return build_stages(config, database)
+    except ModelError as exc:
+        if find_spec("torch") is None or find_spec("transformers") is None:
+            raise ModelError(
+                f"{exc}\nThe demo needs the default model once: install the convert extra and "
+                "prepare it with: pip install 'mailbot[convert]' && mailbot model prepare"
+            ) from None
+    click.echo(f"preparing the default model in {config.models_path} "
+               "(once; this takes a minute or two)...", err=quiet)
+    import contextlib
+    import sys
+
+    # With --json, stdout carries only the demo's JSON.
+    with contextlib.redirect_stdout(sys.stderr if quiet else sys.stdout):
+        click.get_current_context().invoke(_prepare_command())
+    return build_stages(config, database)
+
+
+def _prepare_command() -> click.Command:
+    from mailbot.cli.model_cmd import prepare_command
+
+    return prepare_command
+
+
 def _demo_record(path: Path, processed: Any) -> dict[str, Any]:
-    message = processed.results.get("parse")
+    case = processed.case
+    message = case.message if case is not None else None
     record: dict[str, Any] = {
         "file": path.name,
         "status": str(processed.status),
@@ -198,14 +232,14 @@ def _demo_record(path: Path, processed: Any) -> dict[str, Any]:
         "subject": message.subject if message else None,
         "text": (message.new_text if message else "")[:200],
     }
-    classification = processed.results.get("classify")
+    classification = case.classification if case is not None else None
     if classification is not None:
         record["intent"] = classification.intent.to_json()
         record["priority"] = classification.priority.label
         record["sentiment"] = classification.sentiment.label
         record["language"] = classification.language
         record["out_of_scope"] = classification.out_of_scope
-    draft = processed.results.get("draft")
+    draft = case.draft if case is not None and processed.status == "drafted" else None
     if draft is not None:
         record["draft"] = {"template": draft.template, "language": draft.language,
                            "fields": dict(draft.fields), "body": draft.body,

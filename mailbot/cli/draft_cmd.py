@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -18,35 +19,73 @@ def register(group: click.Group) -> None:
 @click.option("--file", "path", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="The email (.eml) to answer; '-' reads standard input.")
 @click.option("--account", default=None, help="Answer as this configured account.")
+@click.option("--llm", "use_llm", is_flag=True,
+              help="When the email would go to the cloud LLM, ask it (a paid call; the "
+                   "customer's text leaves this server, pseudonymised).")
 @json_option
-def draft(path: Path, account: str | None, as_json: bool) -> int:
+def draft(path: Path, account: str | None, use_llm: bool, as_json: bool) -> int:
     """Print the reply mailbot would draft for an email (headers and body).
 
-    Runs parse, classify, extract, retrieve and draft in memory: nothing is written to the
-    database and no mailbox is touched. Exit code 1 when no draft would be written.
+    Runs parse, classify, extract, retrieve, route and draft in memory: nothing is written to
+    the database and no mailbox is touched. Mail the router sends to the cloud LLM gets no
+    draft unless --llm is given. Exit code 1 when no draft would be written.
     """
     from mailbot.pipeline.runner import dry_run
     from mailbot.pipeline.wiring import build_stages
 
     config = get_state().config
     raw = read_file_bytes(path)
-    results = dry_run(build_stages(config, _database_if_ready(config)), raw, account=account)
-    outcome = results.steps[-1]
-    reply = results.values.get("draft")
+    stages = build_stages(config, _database_if_ready(config))
+    results = dry_run(stages, raw, account=account)
+    steps = list(results.steps)
+    case = results.case
+    note = None
+    decision = case.decision
+    if decision is not None and decision.route == "llm" and case.draft is None:
+        if use_llm:
+            steps.extend(_escalated(config, stages, case))
+            case = steps[-1].case
+        else:
+            note = (f"this email would go to the cloud LLM ({decision.summary()}); no "
+                    "draft without asking it: pass --llm for a paid call (the customer's "
+                    "text leaves this server, pseudonymised)")
+    reply = case.draft
+    unsafe = case.safety is not None and not case.safety.passed
     if as_json:
         emit_json({
-            "stages": [{"stage": s, "outcome": r.outcome, "reason": r.reason}
-                       for s, r in results.steps_by_name],
+            "stages": [{"stage": s.stage, "outcome": s.outcome, "reason": s.reason}
+                       for s in steps],
+            "route": None if case.decision is None else case.decision.to_json(),
+            "note": note,
             "draft": None if reply is None else {**reply.summary(), "subject": reply.subject,
-                                                 "to": str(reply.to), "body": reply.body},
+                                                 "to": str(reply.to), "body": reply.body,
+                                                 "held_back": unsafe},
         })
-    elif reply is not None:
+    elif reply is not None and not unsafe:
         click.echo(_readable(reply.mime))
         if reply.needs_review:
             click.echo(f"(needs review: {'; '.join(reply.review_reasons)})", err=True)
     else:
-        click.echo(f"no draft: {outcome.reason or outcome.outcome}", err=True)
-    return int(ExitCode.OK if reply is not None else ExitCode.FAILURE)
+        from mailbot.route.outcome import settle
+
+        click.echo(note or f"no draft: {settle(case).reason or steps[-1].outcome}", err=True)
+    return int(ExitCode.OK if reply is not None and not unsafe else ExitCode.FAILURE)
+
+
+def _escalated(config: Any, stages: list[Any], case: Any) -> list[Any]:
+    """Ask the cloud LLM now, in memory, and draft from its answer (`--llm`)."""
+    from mailbot.errors import ConfigError
+    from mailbot.llm.client import LLMClient
+    from mailbot.llm.escalate import escalate_now
+    from mailbot.pipeline.runner import run_stages
+    from mailbot.pipeline.wiring import intent_labels
+
+    client = LLMClient.from_config(config)
+    if client is None:
+        raise ConfigError("--llm needs a cloud LLM: set llm.base_url and llm.model")
+    escalation = escalate_now(case, config, client, intent_labels(config, stages))
+    composer = [s for s in stages if getattr(s, "name", "") == "draft"]
+    return run_stages(composer, [case.with_(escalation=escalation)])[0]
 
 
 def _readable(mime: bytes) -> str:

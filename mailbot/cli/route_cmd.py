@@ -32,18 +32,18 @@ def route(path: Path, account: str | None) -> int:
     config = get_state().config
     raw = read_file_bytes(path)
     results = dry_run(build_stages(config, until="route"), raw, account=account)
-    decision = results.values.get("route")
-    last_name, last = results.steps_by_name[-1]
-    classification = results.values.get("classify")
+    case = results.case
+    decision = case.decision
+    last = results.steps[-1]
     payload = {
         "route": decision.route if decision is not None else None,
         "reasons": [] if decision is None else [r.to_json() for r in decision.reasons],
         "codes": [] if decision is None else decision.codes,
-        "stopped_at": None if decision is not None else last_name,
+        "stopped_at": None if decision is not None else last.stage,
         "reason": last.reason,
-        "intent": None if classification is None else classification.intent.to_json(),
-        "stages": [{"stage": s, "outcome": r.outcome, "reason": r.reason}
-                   for s, r in results.steps_by_name],
+        "intent": None if case.classification is None else case.classification.intent.to_json(),
+        "stages": [{"stage": s.stage, "outcome": s.outcome, "reason": s.reason}
+                   for s in results.steps],
     }
     if decision is None and not config.route.enabled:
         payload["reason"] = "routing is off (route.enabled = false)"

@@ -22,7 +22,7 @@ from mailbot.compose.reply import field_values
 from mailbot.compose.safety import ReplyContext, SafetyChecker
 from mailbot.errors import ConfigError, ModelError
 from mailbot.llm.prompts import email_context, neutralise
-from mailbot.pipeline.runner import StageResult, WorkItem
+from mailbot.pipeline.case import Case, Step
 
 if TYPE_CHECKING:
     from mailbot.config import Config
@@ -150,7 +150,7 @@ class ReplyGenerator:
         latency_s: float = 0.0,
     ) -> GeneratedReply:
         """Gate one generated text (its greeting and sign-off removed: the layout adds ours)."""
-        from mailbot.route import trim_reply
+        from mailbot.compose.trim import trim_reply
 
         body = trim_reply(text)
         context = ReplyContext(
@@ -182,39 +182,42 @@ class GenerateStage:
     name = "generate"
 
     def __init__(self, config: Config, writer: ReplyGenerator) -> None:
-        from mailbot.route import own_addresses
+        from mailbot.route.stage import own_addresses
 
         self.config = config
         self.writer = writer
         self.own_addresses = own_addresses(config)
 
-    def run(self, item: WorkItem) -> StageResult:
-        return self.run_many([item])[0]
+    def run(self, case: Case) -> Step:
+        return self.run_many([case])[0]
 
-    def run_many(self, items: Sequence[WorkItem]) -> list[StageResult]:
+    def run_many(self, cases: Sequence[Case]) -> list[Step]:
         """Write the replies of several messages in one generator batch."""
-        requests = [self._request(item) for item in items]
+        requests = [self._request(case) for case in cases]
         started = time.process_time()
         replies = self.writer.write_many(requests)
-        cpu_seconds = (time.process_time() - started) / max(1, len(items))
+        cpu_seconds = (time.process_time() - started) / max(1, len(cases))
         cost = cpu_cost(cpu_seconds, self.config.cost.cpu_hour)
-        return [
-            StageResult(
-                "ok" if reply.passed else "gates_failed", value=reply,
+        steps = []
+        for case, reply in zip(cases, replies, strict=True):
+            # The body is the customer's business: in message_facts, not in the events.
+            details = {k: v for k, v in reply.to_json().items() if k != "body"}
+            steps.append(Step(
+                case.with_(generated=reply), "ok" if reply.passed else "gates_failed",
                 reason=None if reply.passed else f"generated reply {reply.reason}",
-                details=reply.to_json(), model=reply.model, model_version=reply.model_version,
-                tokens_in=reply.prompt_tokens, tokens_out=reply.generated_tokens, cost=cost,
-            )
-            for reply in replies
-        ]
+                details=details, facts={"generated_body": reply.body}, model=reply.model,
+                model_version=reply.model_version, tokens_in=reply.prompt_tokens,
+                tokens_out=reply.generated_tokens, cost=cost,
+            ))
+        return steps
 
-    def _request(self, item: WorkItem) -> ReplyRequest:
-        classification = item.results["classify"]
-        sender = self.config.reply_address(item.account).lower()
+    def _request(self, case: Case) -> ReplyRequest:
+        classification = case.classified()
+        sender = self.config.reply_address(case.account).lower()
         return ReplyRequest(
-            message=item.results["parse"], intent=classification.intent.label,
-            language=classification.language, passages=item.results.get("retrieve") or (),
-            extraction=item.results.get("extract"),
+            message=case.parsed(), intent=classification.intent.label,
+            language=classification.language, passages=case.passages,
+            extraction=case.extraction,
             own_addresses=tuple(sorted({sender, *self.own_addresses})),
         )
 

@@ -4,19 +4,35 @@ from mailbot.db.artifacts import Artifact
 from mailbot.db.base import Base
 from mailbot.db.drafts import DraftRecord
 from mailbot.db.kb_models import KBDocument, KBPassage  # noqa: F401  (registers the tables)
-from mailbot.db.llm_records import TeacherLabel  # noqa: F401  (registers the table)
-from mailbot.db.models import Account, Event, Mailbox, Message, MessageStatus, RawMessage
+from mailbot.db.llm_records import BudgetLock, LLMRequest, TeacherLabel
+from mailbot.db.models import (
+    Account,
+    Event,
+    Mailbox,
+    Message,
+    MessageFacts,
+    MessageStatus,
+    RawMessage,
+)
+from mailbot.db.outbox import OutboxEntry, OutboxKind, OutboxState
 from mailbot.db.session import Database
 
 __all__ = [
     "Account",
     "Artifact",
     "Base",
+    "BudgetLock",
     "Database",
     "DraftRecord",
     "Event",
+    "LLMRequest",
     "Mailbox",
     "Message",
+    "MessageFacts",
     "MessageStatus",
+    "OutboxEntry",
+    "OutboxKind",
+    "OutboxState",
     "RawMessage",
+    "TeacherLabel",
 ]

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, LargeBinary, String, Text
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from mailbot.db.base import Base, JSONType, UTCDateTime, utcnow
+from mailbot.db.base import Base, JSONType, SafeText, UTCDateTime, utcnow
 
 
 class DraftRecord(Base):
@@ -28,8 +28,8 @@ class DraftRecord(Base):
     reply_message_id: Mapped[str] = mapped_column(String(998))
     template: Mapped[str | None] = mapped_column(String(400))
     language: Mapped[str | None] = mapped_column(String(16))
-    subject: Mapped[str] = mapped_column(Text)
-    body: Mapped[str] = mapped_column(Text)
+    subject: Mapped[str] = mapped_column(SafeText)
+    body: Mapped[str] = mapped_column(SafeText)
     mime: Mapped[bytes] = mapped_column(LargeBinary)
     fields: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     passages: Mapped[list[Any]] = mapped_column(JSONType, default=list)

@@ -25,26 +25,32 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
-    Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from mailbot.db.base import Base, JSONType, UTCDateTime, utcnow
+from mailbot.db.base import Base, JSONType, SafeString, SafeText, UTCDateTime, utcnow
 
 
 class MessageStatus(StrEnum):
     """Where a message stands; it only moves forward, each move an audit event."""
 
-    FETCHED = "fetched"  # committed to the ledger, not yet parsed
-    PARSED = "parsed"  # parsed; waiting for later stages
-    SKIPPED = "skipped"  # never to be answered automatically (auto-reply, bounce, over-size)
-    FAILED = "failed"  # could not be parsed or processed; the reason is recorded
+    FETCHED = "fetched"  # committed to the ledger, not yet processed
+    PARSED = "parsed"  # parsed; no later stage is configured (classifier off)
+    SKIPPED = "skipped"  # never to be answered automatically (auto-reply, bounce, own mail)
+    FAILED = "failed"  # could not be parsed; the reason is recorded
+    QUARANTINED = "quarantined"  # failed `worker.max_attempts` times; the reason is recorded
     CLASSIFIED = "classified"
     ROUTED = "routed"  # on its way to a draft (small model or cloud LLM)
+    ESCALATING = "escalating"  # waiting for the cloud LLM's answer (llm_requests)
     NEEDS_HUMAN = "needs_human"  # no automatic draft: a person must answer (see status_reason)
     DRAFTED = "drafted"
     DONE = "done"
+
+
+# Statuses that need a person's attention: this mail stays where agents look.
+ATTENTION_STATUSES = frozenset({MessageStatus.NEEDS_HUMAN, MessageStatus.FAILED,
+                                MessageStatus.QUARANTINED})
 
 
 class Account(Base):
@@ -68,11 +74,14 @@ class Mailbox(Base):
     last_uid: Mapped[int] = mapped_column(BigInteger, default=0)
     last_poll_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error: Mapped[str | None] = mapped_column(SafeText)
     last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
     lease_owner: Mapped[str | None] = mapped_column(String(200))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The fencing token: raised at every take-over, so a worker that lost the lease (and
+    # still thinks it holds it) cannot commit.
+    lease_epoch: Mapped[int] = mapped_column(BigInteger, default=0)
 
     account: Mapped[Account] = relationship(back_populates="mailboxes")
 
@@ -83,24 +92,38 @@ class Message(Base):
         UniqueConstraint("mailbox_id", "uidvalidity", "uid"),
         Index("ix_messages_mailbox_sha256", "mailbox_id", "sha256"),
         Index("ix_messages_mailbox_message_id", "mailbox_id", "message_id"),
+        Index("ix_messages_mailbox_body_hash", "mailbox_id", "body_hash"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     mailbox_id: Mapped[int] = mapped_column(ForeignKey("mailboxes.id", ondelete="CASCADE"))
     uidvalidity: Mapped[int] = mapped_column(BigInteger)
     uid: Mapped[int] = mapped_column(BigInteger)
-    message_id: Mapped[str | None] = mapped_column(String(998))
+    message_id: Mapped[str | None] = mapped_column(SafeString(998))
     sha256: Mapped[str] = mapped_column(String(64))
+    # The identity that survives a server migration which rewrites the bytes: the Date
+    # header and a hash of the decoded, whitespace-normalised text (ingest.identity).
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    body_hash: Mapped[str | None] = mapped_column(String(64))
     size: Mapped[int] = mapped_column(Integer)
-    subject: Mapped[str | None] = mapped_column(Text)
-    sender: Mapped[str | None] = mapped_column(String(998))
+    subject: Mapped[str | None] = mapped_column(SafeText)
+    sender: Mapped[str | None] = mapped_column(SafeString(998))
     received_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     fetched_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     status: Mapped[str] = mapped_column(String(32), default=MessageStatus.FETCHED, index=True)
-    status_reason: Mapped[str | None] = mapped_column(Text)
+    status_reason: Mapped[str | None] = mapped_column(SafeText)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
-    # Whether the server-side action (flag/move) has been done for this message.
+    # Whether the server-side action (flag/move) has been queued in the outbox.
     server_action_done: Mapped[bool] = mapped_column(default=False)
+    # Pipeline work is claimed per message (several workers share one mailbox); a claim that
+    # outlives its holder expires. A failing message is retried `worker.max_attempts` times.
+    claimed_by: Mapped[str | None] = mapped_column(String(200))
+    claim_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(SafeText)
+    # Set when personal data was removed (retention or `mailbot erase`); the row stays.
+    erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     mailbox: Mapped[Mailbox] = relationship()
 
@@ -114,18 +137,32 @@ class RawMessage(Base):
     raw: Mapped[bytes] = mapped_column(LargeBinary)
 
 
+class MessageFacts(Base):
+    """What the stages found about one message that is personal data (field values, the
+    generator's text, a held-back draft), kept apart from the append-only `events` so that
+    retention and erasure can remove it while the audit trail keeps its shape."""
+
+    __tablename__ = "message_facts"
+
+    message_pk: Mapped[int] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    data: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
 class Event(Base):
-    """One step of one message (or of a mailbox), appended and never changed."""
+    """One step of one message (or of a mailbox), appended and never changed.
+
+    Events hold no personal data (that lives in `message_facts`, `drafts`, `llm_requests`),
+    so the database can refuse every change to them and erasure still works.
+    """
 
     __tablename__ = "events"
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    message_pk: Mapped[int | None] = mapped_column(
-        ForeignKey("messages.id", ondelete="SET NULL"), index=True
-    )
-    mailbox_id: Mapped[int | None] = mapped_column(
-        ForeignKey("mailboxes.id", ondelete="SET NULL"), index=True
-    )
+    message_pk: Mapped[int | None] = mapped_column(ForeignKey("messages.id"), index=True)
+    mailbox_id: Mapped[int | None] = mapped_column(ForeignKey("mailboxes.id"), index=True)
     stage: Mapped[str] = mapped_column(String(64), index=True)
     outcome: Mapped[str] = mapped_column(String(64))
     details: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)

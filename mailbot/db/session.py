@@ -26,6 +26,9 @@ class SchemaOutOfDate(PermanentError):
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # SQLAlchemy, not the sqlite3 module, begins transactions (see `_sqlite_begin`): the
+    # module's own implicit BEGIN breaks savepoints.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     # WAL lets readers (status, reports) run while the worker writes.
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -33,6 +36,13 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def _sqlite_begin(connection: Any) -> None:
+    # Every transaction takes the write lock at its start. Threads of one worker (the poll,
+    # the cloud calls, the lease keeper) write at once; a transaction that read first and
+    # wrote later would fail at once (SQLITE_BUSY_SNAPSHOT) instead of waiting its turn.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def make_engine(url: str, *, echo: bool = False) -> Engine:
@@ -48,6 +58,7 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
     if parsed.drivername.startswith("sqlite"):
         engine = create_engine(parsed, echo=echo, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")

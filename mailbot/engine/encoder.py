@@ -1,8 +1,11 @@
 """Sentence embeddings from a CTranslate2 encoder (BERT-like), pooled like sentence-transformers.
 
-The default encoder is all-MiniLM-L6-v2: mean pooling over the attention mask, then L2
-normalisation, exactly what its sentence-transformers pipeline does. The vectors serve the
-classification heads, out-of-scope detection and knowledge-base retrieval.
+Both encoders mailbot prepares, all-MiniLM-L6-v2 (the default) and multilingual-e5-small, are
+used as their authors' pipelines use them: mean pooling over the attention mask, then L2
+normalisation. E5 models also expect a prefix naming the text's role: "query: " for
+questions and texts to classify, "passage: " for documents to retrieve; the manifest carries
+the prefixes and `embed(..., role=)` chooses. The vectors serve the classification heads,
+out-of-scope detection and knowledge-base retrieval.
 """
 
 from __future__ import annotations
@@ -12,10 +15,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import ctranslate2
 import numpy as np
-from tokenizers import Tokenizer
 
 from mailbot.engine.manifest import ModelManifest, verify_model_dir
 from mailbot.engine.runtime import (
@@ -24,9 +27,12 @@ from mailbot.engine.runtime import (
     resolve_device,
     to_float32,
 )
-from mailbot.errors import ModelError
+from mailbot.engine.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
+
+# What a text is to the encoder: something to classify or look up, or a document to retrieve.
+EmbedRole = Literal["query", "passage"]
 
 # A cap on characters fed to the tokenizer, per allowed token: English averages about four
 # characters a token, so this never cuts a text the token limit would keep, while a
@@ -78,7 +84,8 @@ class Encoder:
             )
             limit = manifest.max_positions
         self.max_input_tokens = limit
-        self._tokenizer = _load_tokenizer(model_dir / manifest.tokenizer, limit)
+        self._tokenizer = load_tokenizer(model_dir, manifest.tokenizer, limit)
+        self._prefixes = {"query": manifest.query_prefix, "passage": manifest.passage_prefix}
         self._dim = int(manifest.dim) if manifest.dim else self._probe_dim()
 
     @classmethod
@@ -128,22 +135,29 @@ class Encoder:
 
     @property
     def dim(self) -> int:
-        """The embedding size (384 for all-MiniLM-L6-v2)."""
+        """The embedding size (384 for all-MiniLM-L6-v2 and multilingual-e5-small)."""
         return self._dim
 
-    def embed(self, texts: Sequence[str]) -> Embeddings:
-        """Embed texts in batches; rows come back in the order given."""
+    def prefix(self, role: EmbedRole) -> str:
+        """What `embed` puts before each text of this role ("query: " for E5, else "")."""
+        return self._prefixes[role]
+
+    def embed(self, texts: Sequence[str], *, role: EmbedRole = "query") -> Embeddings:
+        """Embed texts in batches; rows come back in the order given.
+
+        `role` is "query" for texts to classify and search queries, "passage" for
+        knowledge-base passages; it only matters for encoders trained with prefixes (E5).
+        """
         started = time.perf_counter()
         count = len(texts)
         if count == 0:
             return Embeddings(np.zeros((0, self._dim), dtype=np.float32), (), ())
         cap = self.max_input_tokens * _CHARS_PER_TOKEN_CAP
-        clipped = [text[:cap] for text in texts]
-        encodings = self._tokenizer.encode_batch(clipped)
-        ids = [enc.ids for enc in encodings]
+        prefix = self._prefixes[role]
+        encodings = self._tokenizer.encode_batch([prefix + text[:cap] for text in texts])
+        ids = [row for row, _ in encodings]
         truncated = tuple(
-            bool(enc.overflowing) or len(text) > cap
-            for enc, text in zip(encodings, texts, strict=True)
+            cut or len(text) > cap for (_, cut), text in zip(encodings, texts, strict=True)
         )
         vectors = np.empty((count, self._dim), dtype=np.float32)
         # Sorting by length keeps padding low: a batch pads to its longest member.
@@ -188,17 +202,6 @@ class Encoder:
         return pooled / np.maximum(norms, 1e-12)
 
     def _probe_dim(self) -> int:
-        hidden = self._model.forward_batch([self._tokenizer.encode("probe").ids])
+        ids = self._tokenizer.encode_batch(["probe"])[0][0]
+        hidden = self._model.forward_batch([ids])
         return int(to_float32(hidden.last_hidden_state).shape[-1])
-
-
-def _load_tokenizer(path: Path, max_tokens: int) -> Tokenizer:
-    try:
-        tokenizer = Tokenizer.from_file(str(path))
-    except Exception as exc:  # tokenizers raises a bare Exception for bad files
-        raise ModelError(f"{path}: cannot load the tokenizer ({exc})") from None
-    # tokenizer.json may carry padding/truncation from training (128 for MiniLM); replace
-    # them with ours. Truncation keeps the special tokens ([CLS] ... [SEP]) at the ends.
-    tokenizer.no_padding()
-    tokenizer.enable_truncation(max_length=max_tokens)
-    return tokenizer

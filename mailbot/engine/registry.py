@@ -53,7 +53,6 @@ class ModelRegistry:
             if self._encoder is None:
                 s = self.settings
                 self._prepare_process()
-                default = s.encoder == ModelSettings.model_fields["encoder"].default
                 self._encoder = Encoder.load(
                     self.encoder_dir,
                     device=s.device,
@@ -62,7 +61,7 @@ class ModelRegistry:
                     inter_threads=s.inter_threads,
                     max_input_tokens=s.max_input_tokens,
                     batch_size=s.batch_size,
-                    hint=creation_hint(self.encoder_dir, default_encoder=default),
+                    hint=creation_hint(self.encoder_dir, default_encoder=False, encoder=s.encoder),
                 )
             return self._encoder
 

@@ -4,7 +4,7 @@ Deterministic recognisers (patterns with check digits, `dateparser`, `price-pars
 `phonenumbers`) do the work; `FieldExtractor` is the seam for a generator-backed extractor.
 """
 
-from mailbot.fields.extract import FieldExtractor, RuleExtractor, extract_message, message_text
+from mailbot.fields.extract import FieldExtractor, RuleExtractor, extract_message
 from mailbot.fields.result import Extraction, FieldValue, Rejection
 from mailbot.fields.schema import FieldSchema, build_schema, default_specs
 
@@ -18,5 +18,4 @@ __all__ = [
     "build_schema",
     "default_specs",
     "extract_message",
-    "message_text",
 ]

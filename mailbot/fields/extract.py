@@ -187,16 +187,6 @@ def _settle(
     return accepted, sorted(rejected, key=lambda r: r.span)
 
 
-def message_text(message: InboundMessage) -> str:
-    """What extraction reads from an email: subject, new text and signature (no quotes).
-
-    The signature stays in because that is where phone numbers and addresses live.
-    """
-    body = message.new_text or message.text
-    parts = [message.subject, body, message.signature if message.new_text else ""]
-    return "\n\n".join(part for part in parts if part)
-
-
 def extract_message(
     message: InboundMessage,
     schema: FieldSchema,
@@ -205,7 +195,7 @@ def extract_message(
     extractor: FieldExtractor | None = None,
 ) -> tuple[str, Extraction]:
     """Extract fields from a parsed email; returns the analysed text (spans point into it)."""
-    text = message_text(message)
+    text = message.text_with_signature
     names = [message.from_addr.name] if message.from_addr and message.from_addr.name else []
     extraction = (extractor or RuleExtractor()).extract(
         text, schema, intent=intent, reference=message.date, known_names=names

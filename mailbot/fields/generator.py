@@ -207,7 +207,7 @@ class GeneratorExtractor:
 def _context(text: str, schema: FieldSchema, problem: str | None) -> dict[str, Any]:
     return {
         "fields": [{"name": s.name, "hint": field_hint(s)} for s in schema.specs],
-        # The analysed text holds the subject already (see fields.message_text).
+        # The analysed text holds the subject already (InboundMessage.text_with_signature).
         "email": email_context("", text[:MAX_EMAIL_CHARS]),
         # The problem may quote the model's answer, which may quote the email.
         "problem": neutralise(problem) if problem else None,

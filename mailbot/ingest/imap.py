@@ -1,8 +1,9 @@
 """IMAP ingestion: incremental sync of one folder by UID, safe against every kind of failure.
 
 The order of work is what makes it safe: fetch with BODY.PEEK (never sets \\Seen), commit
-the raw message to the ledger, run the pipeline, and only then flag or move the message on
-the server. A crash anywhere in between repeats work but never loses or duplicates a message.
+the raw message to the ledger (fenced by the mailbox lease), run the pipeline, and only
+then perform the outbox's rows (drafts, flags, moves) on the server. A crash anywhere in
+between repeats work but never loses or duplicates a message.
 """
 
 from __future__ import annotations
@@ -18,40 +19,44 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from mailbot.audit.events import record_event
 from mailbot.backoff import backoff_delay
 from mailbot.config import AccountSettings, WorkerSettings
-from mailbot.db.models import Mailbox, Message, MessageStatus
+from mailbot.db.models import Mailbox, Message, MessageStatus, RawMessage
 from mailbot.db.session import Database
-from mailbot.errors import AlreadyRunning, MailboxError, PermanentError, TransientError
+from mailbot.errors import LeaseLost, MailboxError, PermanentError, TransientError
 from mailbot.failpoints import failpoint
+from mailbot.ingest import lease as leases
+from mailbot.ingest.identity import body_hash, header_date, sender_address
 from mailbot.ingest.ledger import (
     NewMessage,
-    acquire_lease,
     add_messages,
-    awaiting_server_action,
     get_or_create_mailbox,
-    lease_holder,
-    mark_server_action_done,
-    record_event,
     record_poll_failure,
     record_poll_success,
-    release_lease,
     rematch,
     sha256_hex,
 )
-from mailbot.outbox.drafts import deliver_drafts
+from mailbot.outbox.drainer import DrainSettings, OutboxDrainer
+from mailbot.outbox.queue import enqueue_server_action
 from mailbot.pipeline.runner import Pipeline
+
+if TYPE_CHECKING:
+    from mailbot.llm.escalate import EscalationRunner
 
 log = logging.getLogger(__name__)
 
 _MESSAGE_ID = re.compile(rb"^message-id:[ \t]*<?([^\r\n>]*)>?", re.IGNORECASE | re.MULTILINE)
 _SUBJECT = re.compile(rb"^subject:[ \t]*([^\r\n]*)", re.IGNORECASE | re.MULTILINE)
 _FROM = re.compile(rb"^from:[ \t]*([^\r\n]*)", re.IGNORECASE | re.MULTILINE)
+_DATE = re.compile(rb"^date:[ \t]*([^\r\n]*)", re.IGNORECASE | re.MULTILINE)
 
 
 class LoginFailed(PermanentError):
@@ -72,6 +77,7 @@ class PollReport:
     oversize: int = 0
     rematched: int = 0
     processed: int = 0
+    escalated: int = 0
     server_actions: int = 0
     drafts_delivered: int = 0
     uidvalidity_changed: bool = False
@@ -81,18 +87,31 @@ class PollReport:
     notes: list[str] = field(default_factory=list)
 
 
-def _header_value(pattern: re.Pattern[bytes], head: bytes) -> str | None:
+def header_value(pattern: re.Pattern[bytes], head: bytes) -> str | None:
+    """One header's value from a raw header block (None when absent or empty)."""
     match = pattern.search(head)
     if not match:
         return None
     return match.group(1).decode("utf-8", "replace").strip()[:998] or None
 
 
-def _header_block(raw: bytes) -> bytes:
+def header_block(raw: bytes) -> bytes:
+    """The header block of a raw message (at most 64 KiB)."""
     end = raw.find(b"\r\n\r\n")
     if end < 0:
         end = raw.find(b"\n\n")
     return raw[: end if end >= 0 else 8192][:65536]
+
+
+def new_message(uidvalidity: int, uid: int, raw: bytes | None, head: bytes, size: int,
+                received: datetime | None, **status: object) -> NewMessage:
+    """A fetched message with the identity read from its headers."""
+    return NewMessage(
+        uidvalidity, uid, raw, size, sha256_hex(raw if raw is not None else head),
+        header_value(_MESSAGE_ID, head), header_value(_SUBJECT, head),
+        header_value(_FROM, head), received, sent_at=header_date(header_value(_DATE, head)),
+        **status,  # type: ignore[arg-type]
+    )
 
 
 def connect(account: AccountSettings, password: str) -> IMAPClient:
@@ -146,6 +165,7 @@ def _quietly_logout(client: IMAPClient) -> None:
 
 @contextmanager
 def session_for(account: AccountSettings, password: str) -> Iterator[IMAPClient]:
+    """A logged-in connection, logged out at the end."""
     client = connect(account, password)
     try:
         yield client
@@ -162,6 +182,25 @@ _TRANSIENT_IMAP = (
 )
 
 
+def fetch_chunks(uids: Sequence[int], sizes: dict[int, int], *, count: int, max_bytes: int
+                 ) -> list[list[int]]:
+    """UIDs in FETCH-sized chunks: at most `count` messages and `max_bytes` each (a larger
+    message goes alone)."""
+    chunks: list[list[int]] = []
+    current: list[int] = []
+    total = 0
+    for uid in uids:
+        size = sizes.get(uid, 0)
+        if current and (len(current) >= count or total + size > max_bytes):
+            chunks.append(current)
+            current, total = [], 0
+        current.append(uid)
+        total += size
+    if current:
+        chunks.append(current)
+    return chunks
+
+
 class MailboxSync:
     """Incremental sync of one folder of one account into the ledger."""
 
@@ -175,6 +214,7 @@ class MailboxSync:
         *,
         owner: str,
         stop: threading.Event | None = None,
+        escalations: EscalationRunner | None = None,
     ) -> None:
         self.db = db
         self.account = account
@@ -183,21 +223,44 @@ class MailboxSync:
         self.worker = worker
         self.owner = owner
         self.stop = stop or threading.Event()
+        self.escalations = escalations
         with db.session() as session:
             self.mailbox_id = get_or_create_mailbox(session, account.name, folder).id
+        self.drainer = OutboxDrainer(
+            db, self.mailbox_id, folder, owner,
+            DrainSettings(worker.max_attempts, worker.claim_seconds, worker.retry_base_seconds,
+                          worker.retry_max_seconds),
+            drafts_folder=account.drafts_folder,
+        )
+        self._lease: leases.Lease | None = None
+        self._keeper: leases.LeaseKeeper | None = None
 
     def poll(self) -> PollReport:
-        """One poll: take the lease, sync with retries, record the outcome, release."""
+        """One poll: take the lease, sync with retries, record the outcome, release.
+
+        When another worker holds the lease, this one shares its pipeline work instead
+        (messages are claimed one by one), without touching the server.
+        """
         report = PollReport(self.account.name, self.folder)
         with self.db.session() as session:
-            if not acquire_lease(session, self.mailbox_id, self.owner, self.worker.lease_seconds):
-                holder, until = lease_holder(session, self.mailbox_id)
-                report.lease_held_by = holder
-                log.info("%s/%s is being polled by %s (until %s); skipping",
-                         self.account.name, self.folder, holder, until)
-                return report
+            lease = leases.acquire(session, self.mailbox_id, self.owner,
+                                   self.worker.lease_seconds)
+            if lease is None:
+                holder, until = leases.holder(session, self.mailbox_id)
+        if lease is None:
+            report.lease_held_by = holder
+            log.info("%s/%s is being polled by %s (until %s); helping with its messages",
+                     self.account.name, self.folder, holder, until)
+            self._help(report)
+            return report
+        keeper = leases.LeaseKeeper(self.db, lease, self.worker.lease_seconds)
+        self._lease, self._keeper = lease, keeper
+        keeper.start()
         try:
             self._poll_with_retries(report)
+        except LeaseLost as exc:
+            report.error = str(exc)
+            log.warning("%s/%s: %s", self.account.name, self.folder, exc)
         except (PermanentError, TransientError) as exc:
             report.error = str(exc)
             log.warning("%s/%s: %s", self.account.name, self.folder, exc)
@@ -207,9 +270,24 @@ class MailboxSync:
             with self.db.session() as session:
                 record_poll_success(session, self.mailbox_id)
         finally:
+            keeper.stop()
             with self.db.session() as session:
-                release_lease(session, self.mailbox_id, self.owner)
+                leases.release(session, lease)
+            self._lease = self._keeper = None
         return report
+
+    def _help(self, report: PollReport) -> None:
+        report.processed += self.pipeline.process_pending(self.mailbox_id, stop=self.stop)
+        if self.escalations is not None:
+            report.escalated += self.escalations.run(mailbox_id=self.mailbox_id).answered
+
+    def _check(self) -> None:
+        if self._keeper is not None:
+            self._keeper.check()
+
+    def _fence(self, session: Session) -> None:
+        if self._lease is not None:
+            leases.fence(session, self._lease, self.worker.lease_seconds)
 
     def _poll_with_retries(self, report: PollReport) -> None:
         password = self.account.resolve_password()
@@ -239,7 +317,8 @@ class MailboxSync:
 
     def _select(self, client: IMAPClient) -> int:
         try:
-            readonly = self.account.processed_action == "none"
+            readonly = (self.account.processed_action == "none"
+                        and self.account.attention_action == "none")
             info = client.select_folder(self.folder, readonly=readonly)
         except IMAPClientError as exc:
             if isinstance(exc, IMAPClientAbortError):
@@ -252,8 +331,72 @@ class MailboxSync:
 
     def _sync(self, client: IMAPClient, report: PollReport) -> None:
         uidvalidity = self._select(client)
+        last_uid, has_history = self._check_uidvalidity(uidvalidity, report)
+        # A message already here under an old UIDVALIDITY must be re-matched, not re-ingested.
+        uids = sorted(u for u in client.search(["UID", f"{last_uid + 1}:*"]) if u > last_uid)
+        sizes: dict[int, int] = {}
+        if uids:
+            meta = client.fetch(uids, ["RFC822.SIZE"])
+            sizes = {u: int(m[b"RFC822.SIZE"]) for u, m in meta.items()}
+        until = threading.Event()
+        answered: list[int] = []
+        helper = self._start_escalations(until, answered)
+        try:
+            limit = self.account.max_message_bytes
+            fetchable = [u for u in uids if u in sizes and sizes[u] <= limit]
+            chunks = fetch_chunks(fetchable, sizes, count=self.account.fetch_batch,
+                                  max_bytes=self.account.fetch_max_bytes)
+            large = [u for u in uids if u in sizes and sizes[u] > limit]
+            if large:
+                self._fetch_large(client, large, sizes, uidvalidity, has_history, report)
+            for chunk in chunks:
+                if self.stop.is_set():
+                    return
+                self._check()
+                self._fetch_batch(client, chunk, sizes, uidvalidity, has_history, report)
+                self._process(report)
+                self._drain(client, report)
+            # Messages fetched in an earlier, interrupted run still need the pipeline.
+            self._process(report)
+        finally:
+            until.set()
+            if helper is not None:
+                helper.join()
+            report.escalated += sum(answered)
+        self._drain(client, report)
+
+    def _start_escalations(self, until: threading.Event, answered: list[int]
+                           ) -> threading.Thread | None:
+        """The cloud calls of this poll run beside the local stages, in their own threads."""
+        runner = self.escalations
+        if runner is None:
+            return None
+
+        def run() -> None:
+            try:
+                answered.append(runner.run(mailbox_id=self.mailbox_id, until=until).answered)
+            except Exception:  # noqa: BLE001 - recorded; the poll itself goes on
+                log.exception("the cloud LLM step of %s/%s failed", self.account.name,
+                              self.folder)
+
+        thread = threading.Thread(target=run, name=f"llm-{self.account.name}-{self.folder}",
+                                  daemon=True)
+        thread.start()
+        return thread
+
+    def _process(self, report: PollReport) -> None:
+        report.processed += self.pipeline.process_pending(self.mailbox_id, stop=self.stop,
+                                                          check=self._check)
+
+    def _drain(self, client: IMAPClient, report: PollReport) -> None:
+        done = self.drainer.drain(client)
+        report.drafts_delivered += done.drafts
+        report.server_actions += done.flagged + done.moved
+        report.notes.extend(done.errors)
+
+    def _check_uidvalidity(self, uidvalidity: int, report: PollReport) -> tuple[int, bool]:
         with self.db.session() as session:
-            acquire_lease(session, self.mailbox_id, self.owner, self.worker.lease_seconds)
+            self._fence(session)
             mailbox = session.get(Mailbox, self.mailbox_id)
             assert mailbox is not None
             if mailbox.uidvalidity is None:
@@ -269,138 +412,141 @@ class MailboxSync:
                 )
                 mailbox.uidvalidity = uidvalidity
                 mailbox.last_uid = 0
-            last_uid = mailbox.last_uid
             has_history = session.scalar(
                 select(Message.id).where(Message.mailbox_id == mailbox.id,
                                          Message.uidvalidity != uidvalidity).limit(1)
             ) is not None
-        # A message already here under an old UIDVALIDITY must be re-matched, not re-ingested.
-        uids = sorted(u for u in client.search(["UID", f"{last_uid + 1}:*"]) if u > last_uid)
-        batch_size = self.account.fetch_batch
-        for start in range(0, len(uids), batch_size):
-            if self.stop.is_set():
-                return
-            self._fetch_batch(client, uids[start:start + batch_size], uidvalidity,
-                              has_history, report)
-            report.processed += self.pipeline.process_pending(self.mailbox_id, stop=self.stop)
-            self._after_commit(client, report)
-        # Messages fetched in an earlier, interrupted run still need the pipeline and actions.
-        report.processed += self.pipeline.process_pending(self.mailbox_id, stop=self.stop)
-        self._after_commit(client, report)
+            return mailbox.last_uid, has_history
 
-    def _after_commit(self, client: IMAPClient, report: PollReport) -> None:
-        """The side effects on the server, once the local work is committed."""
-        report.server_actions += self._server_actions(client)
-        delivered = deliver_drafts(client, self.db, self.mailbox_id, self.account.drafts_folder)
-        if delivered:
-            report.drafts_delivered += delivered
-            self._select(client)  # back to the folder being synced
-
-    def _fetch_batch(
-        self,
-        client: IMAPClient,
-        uids: Sequence[int],
-        uidvalidity: int,
-        has_history: bool,
-        report: PollReport,
-    ) -> None:
-        meta = client.fetch(uids, ["RFC822.SIZE", "INTERNALDATE"])
+    def _fetch_large(self, client: IMAPClient, uids: Sequence[int], sizes: dict[int, int],
+                     uidvalidity: int, has_history: bool, report: PollReport) -> None:
         limit = self.account.max_message_bytes
-        small = [u for u in uids if u in meta and int(meta[u][b"RFC822.SIZE"]) <= limit]
-        large = [u for u in uids if u in meta and int(meta[u][b"RFC822.SIZE"]) > limit]
-        bodies = client.fetch(small, ["BODY.PEEK[]"]) if small else {}
-        heads = client.fetch(large, ["BODY.PEEK[HEADER]"]) if large else {}
+        heads = client.fetch(list(uids), ["BODY.PEEK[HEADER]", "INTERNALDATE"])
+        items = []
+        for uid in uids:
+            if uid not in heads:
+                continue
+            head = bytes(heads[uid].get(b"BODY[HEADER]", b""))
+            report.oversize += 1
+            items.append(new_message(
+                uidvalidity, uid, None, head, sizes[uid], _aware(heads[uid].get(b"INTERNALDATE")),
+                status=MessageStatus.NEEDS_HUMAN,
+                status_reason=f"needs a person: over-size: {sizes[uid]} bytes is more than "
+                              f"max_message_bytes = {limit}; handle it by hand"))
+        self._commit(items, has_history, report)
+
+    def _fetch_batch(self, client: IMAPClient, uids: Sequence[int], sizes: dict[int, int],
+                     uidvalidity: int, has_history: bool, report: PollReport) -> None:
+        bodies = client.fetch(list(uids), ["BODY.PEEK[]", "INTERNALDATE"])
         items: list[NewMessage] = []
         for uid in uids:
-            if uid not in meta:
+            if uid not in bodies or b"BODY[]" not in bodies[uid]:
                 continue  # expunged between SEARCH and FETCH
-            size = int(meta[uid][b"RFC822.SIZE"])
-            received = _aware(meta[uid].get(b"INTERNALDATE"))
-            if uid in bodies and b"BODY[]" in bodies[uid]:
-                raw = bytes(bodies[uid][b"BODY[]"])
-                head = _header_block(raw)
-                items.append(NewMessage(
-                    uidvalidity, uid, raw, size, sha256_hex(raw),
-                    _header_value(_MESSAGE_ID, head), _header_value(_SUBJECT, head),
-                    _header_value(_FROM, head), received,
-                ))
-            elif uid in heads:
-                head = bytes(heads[uid].get(b"BODY[HEADER]", b""))
-                report.oversize += 1
-                items.append(NewMessage(
-                    uidvalidity, uid, None, size, sha256_hex(head),
-                    _header_value(_MESSAGE_ID, head), _header_value(_SUBJECT, head),
-                    _header_value(_FROM, head), received, status=MessageStatus.SKIPPED,
-                    status_reason=f"over-size: {size} bytes is more than max_message_bytes = "
-                                  f"{limit}; handle it by hand",
-                ))
+            raw = bytes(bodies[uid][b"BODY[]"])
+            items.append(new_message(uidvalidity, uid, raw, header_block(raw), sizes[uid],
+                                     _aware(bodies[uid].get(b"INTERNALDATE"))))
+        self._commit(items, has_history, report)
+
+    def _commit(self, items: Sequence[NewMessage], has_history: bool, report: PollReport
+                ) -> None:
+        if not items:
+            return
         with self.db.session() as session:
+            self._fence(session)
             mailbox = session.get(Mailbox, self.mailbox_id)
             assert mailbox is not None
+            matcher = Rematcher(session, self.mailbox_id) if has_history else None
             fresh: list[NewMessage] = []
             for item in items:
-                known = self._known(session, item) if has_history else None
+                known = matcher.find(item) if matcher is not None else None
                 if known is not None:
                     rematch(session, known, item.uidvalidity, item.uid)
                     known.server_action_done = False
                     report.rematched += 1
+                    if known.status != MessageStatus.FETCHED:
+                        self._redo_server_action(session, known)
                 else:
                     fresh.append(item)
-            add_messages(session, mailbox, fresh)
+            rows = add_messages(session, mailbox, fresh)
+            for row in rows:
+                if row.status != MessageStatus.FETCHED:
+                    enqueue_server_action(session, row, self.account)
             mailbox.last_uid = max([mailbox.last_uid, *(i.uid for i in items)])
-            acquire_lease(session, self.mailbox_id, self.owner, self.worker.lease_seconds)
         failpoint("fetch.after_commit")
         report.fetched += len(fresh)
 
-    def _known(self, session: object, item: NewMessage) -> Message | None:
-        from sqlalchemy.orm import Session
+    def _redo_server_action(self, session: Session, message: Message) -> None:
+        # Keywords rarely survive a migration; the new UID gets the action again (the
+        # outbox key names the UIDVALIDITY, so this is a new row, not a repeat).
+        enqueue_server_action(session, message, self.account)
 
-        assert isinstance(session, Session)
-        query = select(Message).where(
-            Message.mailbox_id == self.mailbox_id,
-            Message.uidvalidity != item.uidvalidity,
-            Message.sha256 == item.sha256,
-        )
+
+class Rematcher:
+    """Finds the ledger row of a message seen under an earlier UIDVALIDITY.
+
+    Byte-identical copies match by SHA-256. Rewritten ones (a server migration) match by
+    Message-ID with the same sender and the same Date or decoded body; without a Message-ID,
+    by decoded body, sender and Date together. Each row matches at most one new message.
+    """
+
+    def __init__(self, session: Session, mailbox_id: int) -> None:
+        self.session = session
+        self.mailbox_id = mailbox_id
+        self.taken: set[int] = set()
+
+    def find(self, item: NewMessage) -> Message | None:
+        query = select(Message).where(Message.mailbox_id == self.mailbox_id,
+                                      Message.uidvalidity != item.uidvalidity)
+        exact = self._first(query.where(Message.sha256 == item.sha256))
+        if exact is not None:
+            return exact
+        sender = sender_address(item.sender)
+        item_hash: list[str] = []
+
+        def item_body() -> str | None:
+            if item.raw is None:
+                return None
+            if not item_hash:
+                item_hash.append(body_hash(item.raw))
+            return item_hash[0]
+
         if item.message_id:
-            query = query.where(
-                (Message.message_id == item.message_id) | Message.message_id.is_(None)
-            )
-        return session.scalars(query.order_by(Message.id).limit(1)).first()
+            for row in self._all(query.where(Message.message_id == item.message_id)):
+                if sender_address(row.sender) != sender:
+                    continue
+                if item.sent_at is not None and row.sent_at == item.sent_at:
+                    return self._take(row)
+                body = item_body()
+                if body is not None and self._body_of(row) == body:
+                    return self._take(row)
+            return None
+        body = item_body()
+        if body is None or item.sent_at is None:
+            return None
+        for row in self._all(query.where(Message.sent_at == item.sent_at)):
+            if sender_address(row.sender) == sender and self._body_of(row) == body:
+                return self._take(row)
+        return None
 
-    def _server_actions(self, client: IMAPClient) -> int:
-        """Flag or move messages whose local work is committed; then note it in the ledger."""
-        with self.db.session() as session:
-            mailbox = session.get(Mailbox, self.mailbox_id)
-            assert mailbox is not None
-            waiting = awaiting_server_action(session, mailbox)
-            if not waiting:
-                return 0
-            pks = [m.id for m in waiting]
-            uids = [m.uid for m in waiting]
-            if self.account.processed_action == "none":
-                mark_server_action_done(session, pks)
-                return 0
-        action = self.account.processed_action
-        if action == "flag":
-            client.add_flags(uids, [self.account.processed_flag], silent=True)
-        else:
-            target = self.account.processed_folder
-            if not client.folder_exists(target):
-                client.create_folder(target)
-            if client.has_capability("MOVE"):
-                client.move(uids, target)
-            else:
-                client.copy(uids, target)
-                client.delete_messages(uids, silent=True)
-                if client.has_capability("UIDPLUS"):
-                    client.uid_expunge(uids)
-                else:
-                    client.expunge()
-        with self.db.session() as session:
-            mark_server_action_done(session, pks)
-            record_event(session, "server_action", "ok", mailbox_id=self.mailbox_id,
-                         details={"action": action, "uids": uids[:1000], "count": len(uids)})
-        return len(uids)
+    def _first(self, query: object) -> Message | None:
+        return next(iter(self._all(query)), None)
+
+    def _all(self, query: object) -> list[Message]:
+        rows = self.session.scalars(query.order_by(Message.id))  # type: ignore[attr-defined]
+        return [r for r in rows if r.id not in self.taken]
+
+    def _take(self, row: Message) -> Message:
+        self.taken.add(row.id)
+        return row
+
+    def _body_of(self, row: Message) -> str | None:
+        if row.body_hash is None:
+            raw = self.session.scalar(select(RawMessage.raw)
+                                      .where(RawMessage.message_pk == row.id))
+            if raw is None:
+                return None
+            row.body_hash = body_hash(raw)
+        return row.body_hash
 
 
 def _aware(value: object) -> datetime | None:
@@ -412,10 +558,13 @@ def _aware(value: object) -> datetime | None:
 
 
 __all__ = [
-    "AlreadyRunning",
     "FolderMissing",
     "LoginFailed",
     "MailboxSync",
     "PollReport",
+    "Rematcher",
     "connect",
+    "fetch_chunks",
+    "header_block",
+    "header_value",
 ]

@@ -1,50 +1,30 @@
-"""The message ledger: mailbox sync state, leases, message rows and audit events.
+"""The message ledger: mailbox sync state and message rows.
 
-All writes go through here so that the rules of the ledger live in one place:
-a message row is unique on (mailbox, UIDVALIDITY, UID); the events table is only appended to;
-a mailbox is polled by one worker at a time (a lease row, taken with one conditional UPDATE).
+A message row is unique on (mailbox, UIDVALIDITY, UID), with its Message-ID, SHA-256, Date
+and sender beside it so that a UIDVALIDITY change is re-matched (`mailbot.ingest.imap`).
+The lease that keeps two pollers off one mailbox is in `mailbot.ingest.lease`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import socket
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CursorResult, func, or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from mailbot.audit.events import record_event
 from mailbot.db.base import utcnow
-from mailbot.db.models import Account, Event, Mailbox, Message, MessageStatus, RawMessage
-
-# The pipeline commits each message's whole pass in one transaction, so any status other
-# than FETCHED means the pipeline is done with it and the server-side action may follow.
+from mailbot.db.models import Account, Mailbox, Message, MessageStatus, RawMessage
+from mailbot.db.outbox import OutboxEntry, OutboxState
 
 
 def sha256_hex(data: bytes) -> str:
+    """The SHA-256 of raw bytes, as hex."""
     return hashlib.sha256(data).hexdigest()
-
-
-def worker_identity() -> str:
-    """Who holds a lease: host and pid, so a dead holder on this host can be recognised."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _holder_is_dead(owner: str) -> bool:
-    host, _, pid = owner.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,42 +42,7 @@ class NewMessage:
     received_at: datetime | None
     status: MessageStatus = MessageStatus.FETCHED
     status_reason: str | None = None
-
-
-def record_event(
-    session: Session,
-    stage: str,
-    outcome: str,
-    *,
-    message_pk: int | None = None,
-    mailbox_id: int | None = None,
-    details: dict[str, Any] | None = None,
-    model: str | None = None,
-    model_version: str | None = None,
-    latency_ms: float | None = None,
-    tokens_in: int | None = None,
-    tokens_out: int | None = None,
-    cost: float | None = None,
-    actor: str = "worker",
-) -> Event:
-    """Append one audit event."""
-    event = Event(
-        message_pk=message_pk,
-        mailbox_id=mailbox_id,
-        stage=stage,
-        outcome=outcome,
-        details=details or {},
-        model=model,
-        model_version=model_version,
-        latency_ms=latency_ms,
-        tokens_in=tokens_in,
-        tokens_out=tokens_out,
-        cost=cost,
-        actor=actor,
-        created_at=utcnow(),
-    )
-    session.add(event)
-    return event
+    sent_at: datetime | None = None  # the Date header
 
 
 def get_or_create_mailbox(session: Session, account_name: str, folder: str) -> Mailbox:
@@ -117,61 +62,6 @@ def get_or_create_mailbox(session: Session, account_name: str, folder: str) -> M
     return mailbox
 
 
-def acquire_lease(session: Session, mailbox_id: int, owner: str, seconds: float) -> bool:
-    """Take or renew the mailbox lease; False while another live worker holds it."""
-    now = utcnow()
-    until = now + timedelta(seconds=seconds)
-    claimed: CursorResult[Any] = session.execute(  # type: ignore[assignment]
-        update(Mailbox)
-        .where(
-            Mailbox.id == mailbox_id,
-            or_(
-                Mailbox.lease_owner.is_(None),
-                Mailbox.lease_owner == owner,
-                Mailbox.lease_expires_at < now,
-            ),
-        )
-        .values(lease_owner=owner, lease_expires_at=until)
-    )
-    if claimed.rowcount == 1:
-        return True
-    holder = session.scalar(select(Mailbox.lease_owner).where(Mailbox.id == mailbox_id))
-    if holder and _holder_is_dead(holder):
-        taken: CursorResult[Any] = session.execute(  # type: ignore[assignment]
-            update(Mailbox)
-            .where(Mailbox.id == mailbox_id, Mailbox.lease_owner == holder)
-            .values(lease_owner=owner, lease_expires_at=until)
-        )
-        return taken.rowcount == 1
-    return False
-
-
-def release_lease(session: Session, mailbox_id: int, owner: str) -> None:
-    session.execute(
-        update(Mailbox)
-        .where(Mailbox.id == mailbox_id, Mailbox.lease_owner == owner)
-        .values(lease_owner=None, lease_expires_at=None)
-    )
-
-
-def lease_holder(session: Session, mailbox_id: int) -> tuple[str | None, datetime | None]:
-    row = session.execute(
-        select(Mailbox.lease_owner, Mailbox.lease_expires_at).where(Mailbox.id == mailbox_id)
-    ).one()
-    return row[0], row[1]
-
-
-def find_known(
-    session: Session, mailbox_id: int, sha256: str, message_id: str | None
-) -> Message | None:
-    """A message already in the ledger with the same bytes (any UIDVALIDITY)."""
-    query = select(Message).where(Message.mailbox_id == mailbox_id, Message.sha256 == sha256)
-    if message_id:
-        # Prefer the row whose Message-ID agrees too; a hash match alone also counts.
-        query = query.order_by((Message.message_id == message_id).desc(), Message.id)
-    return session.scalars(query.limit(1)).first()
-
-
 def add_messages(session: Session, mailbox: Mailbox, batch: Sequence[NewMessage]) -> list[Message]:
     """Commit-ready insert of fetched messages; advances the mailbox's last UID."""
     rows: list[Message] = []
@@ -187,6 +77,7 @@ def add_messages(session: Session, mailbox: Mailbox, batch: Sequence[NewMessage]
             subject=item.subject,
             sender=item.sender,
             received_at=item.received_at,
+            sent_at=item.sent_at,
             fetched_at=now,
             updated_at=now,
             status=item.status,
@@ -223,40 +114,6 @@ def rematch(session: Session, message: Message, uidvalidity: int, uid: int) -> N
         mailbox_id=message.mailbox_id,
         details={"old": old, "new": {"uidvalidity": uidvalidity, "uid": uid}},
     )
-
-
-def pending_messages(
-    session: Session, mailbox_id: int | None = None, limit: int = 100
-) -> list[int]:
-    """Messages that still have pipeline work to do, oldest first."""
-    query = select(Message.id).where(Message.status == MessageStatus.FETCHED)
-    if mailbox_id is not None:
-        query = query.where(Message.mailbox_id == mailbox_id)
-    return list(session.scalars(query.order_by(Message.id).limit(limit)))
-
-
-def awaiting_server_action(session: Session, mailbox: Mailbox) -> list[Message]:
-    """Settled messages of the current UIDVALIDITY whose flag/move is not yet done."""
-    return list(
-        session.scalars(
-            select(Message)
-            .where(
-                Message.mailbox_id == mailbox.id,
-                Message.uidvalidity == mailbox.uidvalidity,
-                Message.server_action_done.is_(False),
-                Message.status != MessageStatus.FETCHED,
-            )
-            .order_by(Message.uid)
-        )
-    )
-
-
-def mark_server_action_done(session: Session, message_pks: Iterable[int]) -> None:
-    ids = list(message_pks)
-    if ids:
-        session.execute(
-            update(Message).where(Message.id.in_(ids)).values(server_action_done=True)
-        )
 
 
 def record_poll_success(session: Session, mailbox_id: int) -> None:
@@ -298,9 +155,29 @@ class MailboxStatus:
     consecutive_failures: int
     lease_owner: str | None
     counts: dict[str, int]
+    # Quarantined messages ({"id", "subject", "reason"}, newest first, at most 20) and
+    # outbox actions given up ({"kind", "error"}): what an admin must look at.
+    quarantined: list[dict[str, Any]] = field(default_factory=list)
+    outbox_failed: list[dict[str, Any]] = field(default_factory=list)
 
 
 def mailbox_statuses(session: Session) -> list[MailboxStatus]:
+    """Every mailbox's sync state, message counts and problems, for `mailbot status`."""
+    quarantined: dict[int, list[dict[str, Any]]] = {}
+    for mailbox_id, pk, subject, reason in session.execute(
+        select(Message.mailbox_id, Message.id, Message.subject, Message.status_reason)
+        .where(Message.status == MessageStatus.QUARANTINED).order_by(Message.id.desc())
+        .limit(200)
+    ):
+        quarantined.setdefault(mailbox_id, []).append(
+            {"id": pk, "subject": subject, "reason": reason})
+    failed: dict[int, list[dict[str, Any]]] = {}
+    for mailbox_id, kind, error in session.execute(
+        select(OutboxEntry.mailbox_id, OutboxEntry.kind, OutboxEntry.last_error)
+        .where(OutboxEntry.state.in_([OutboxState.FAILED, OutboxState.UNCERTAIN]))
+        .order_by(OutboxEntry.id.desc()).limit(200)
+    ):
+        failed.setdefault(mailbox_id, []).append({"kind": kind, "error": error})
     counts: dict[int, dict[str, int]] = {}
     for mailbox_id, status, n in session.execute(
         select(Message.mailbox_id, Message.status, func.count()).group_by(
@@ -329,6 +206,8 @@ def mailbox_statuses(session: Session) -> list[MailboxStatus]:
                 consecutive_failures=mailbox.consecutive_failures,
                 lease_owner=mailbox.lease_owner if live_lease else None,
                 counts=counts.get(mailbox.id, {}),
+                quarantined=quarantined.get(mailbox.id, [])[:20],
+                outbox_failed=failed.get(mailbox.id, [])[:20],
             )
         )
     return result
@@ -337,19 +216,11 @@ def mailbox_statuses(session: Session) -> list[MailboxStatus]:
 __all__ = [
     "MailboxStatus",
     "NewMessage",
-    "acquire_lease",
     "add_messages",
-    "awaiting_server_action",
-    "find_known",
     "get_or_create_mailbox",
     "mailbox_statuses",
-    "mark_server_action_done",
-    "pending_messages",
-    "record_event",
     "record_poll_failure",
     "record_poll_success",
     "rematch",
-    "release_lease",
     "sha256_hex",
-    "worker_identity",
 ]

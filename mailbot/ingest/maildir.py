@@ -13,15 +13,19 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
 from mailbot.db.models import Message
 from mailbot.db.session import Database
 from mailbot.errors import PermanentError
-from mailbot.ingest.imap import _FROM, _MESSAGE_ID, _SUBJECT, _header_block, _header_value
+from mailbot.ingest.imap import header_block, new_message
 from mailbot.ingest.ledger import NewMessage, add_messages, get_or_create_mailbox, sha256_hex
 from mailbot.pipeline.runner import Pipeline, ProcessedMessage
+
+if TYPE_CHECKING:
+    from mailbot.llm.escalate import EscalationRunner
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +70,7 @@ def ingest_local(
     paths: Iterable[Path],
     pipeline: Pipeline,
     *,
+    escalations: EscalationRunner | None = None,
     mailbox_name: str = "files",
     stop: threading.Event | None = None,
     on_message: Callable[[Path, ProcessedMessage], None] | None = None,
@@ -89,13 +94,9 @@ def ingest_local(
                 report.already_known += 1
                 continue
             known.add(digest)
-            head = _header_block(raw)
             mtime = datetime.fromtimestamp(path.stat().st_mtime, UTC)
-            items.append((path, NewMessage(
-                mailbox.uidvalidity, next_uid, raw, len(raw), digest,
-                _header_value(_MESSAGE_ID, head), _header_value(_SUBJECT, head),
-                _header_value(_FROM, head), mtime,
-            )))
+            items.append((path, new_message(mailbox.uidvalidity, next_uid, raw,
+                                            header_block(raw), len(raw), mtime)))
             next_uid += 1
         rows = add_messages(session, mailbox, [item for _, item in items])
         for (path, _), row in zip(items, rows, strict=True):
@@ -107,4 +108,6 @@ def ingest_local(
             on_message(by_pk[processed.message_pk], processed)
 
     report.processed = pipeline.process_pending(mailbox_id, stop=stop, on_message=_note)
+    if escalations is not None:
+        escalations.run(mailbox_id=mailbox_id)
     return report

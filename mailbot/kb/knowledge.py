@@ -1,4 +1,11 @@
-"""`KnowledgeBase`: add documents, and search them for the passages a draft should rest on."""
+"""`KnowledgeBase`: add documents, and search them for the passages a draft should rest on.
+
+Passage vectors are tied to the encoder that made them (its name and weights hash are stored
+with each document). Vectors of different encoders are never compared: when the configured
+encoder changes (`models.encoder`), the passages are re-embedded from their stored text the
+first time a process needs the index (at start-up, `kb add`, `kb search` or `kb reembed`),
+with a log line, so the knowledge base follows the encoder without a manual step.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +20,7 @@ from typing import TYPE_CHECKING, Literal
 from mailbot.kb.errors import DocumentMissing, KnowledgeBaseError
 from mailbot.kb.index import FusionOptions, Passage, PassageIndex, SearchMode
 from mailbot.kb.loaders import collect_files, load_document
-from mailbot.kb.split import split_sections
+from mailbot.kb.split import PassageDraft, split_sections
 from mailbot.kb.store import (
     DocumentInfo,
     document_info,
@@ -21,9 +28,12 @@ from mailbot.kb.store import (
     find_document,
     list_documents,
     load_passages,
+    passage_texts,
     passages_signature,
     remove_documents,
+    replace_vectors,
     save_document,
+    stale_documents,
 )
 
 if TYPE_CHECKING:
@@ -48,9 +58,18 @@ class AddResult:
     error: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ReembedResult:
+    """What `reembed` did: documents and passages now embedded by the configured encoder."""
+
+    documents: int
+    passages: int
+    seconds: float
+
+
 @dataclass
 class _CachedIndex:
-    signature: tuple[int, int]
+    signature: tuple[int, int, str]
     index: PassageIndex
     checked_at: float
 
@@ -119,6 +138,8 @@ class KnowledgeBase:
             results.append(result)
             if on_file is not None:
                 on_file(result)
+        # Documents not named here but embedded by another encoder follow the new one too.
+        self.reembed()
         return results
 
     def add_file(self, path: Path, *, force: bool = False) -> AddResult:
@@ -143,7 +164,7 @@ class KnowledgeBase:
                 )
         drafts = split_sections(loaded.sections, self.settings.passage_words)
         started = time.perf_counter()
-        embeddings = encoder.embed([draft.embedding_text() for draft in drafts])
+        embeddings = encoder.embed([draft.embedding_text() for draft in drafts], role="passage")
         if any(embeddings.truncated):
             log.info(
                 "%s: %d of %d passages were cut at the encoder's token limit",
@@ -191,6 +212,42 @@ class KnowledgeBase:
         self._invalidate()
         return removed
 
+    def reembed(self) -> ReembedResult:
+        """Re-embed, from their stored text, the documents another encoder embedded.
+
+        One transaction per document; a document changed meanwhile by another process is
+        left to that process. Returns what was done (nothing when all is current).
+        """
+        encoder = self.encoder
+        started = time.perf_counter()
+        with self.database.session() as session:
+            stale = stale_documents(session, encoder.version)
+        if not stale:
+            return ReembedResult(0, 0, 0.0)
+        before = sorted({f"{d.encoder} (version {d.encoder_version})" for d in stale})
+        log.warning(
+            "knowledge base: %d documents (%d passages) were embedded by %s; re-embedding "
+            "them with %s (version %s), the configured encoder",
+            len(stale), sum(d.passages for d in stale), ", ".join(before), encoder.name,
+            encoder.version,
+        )
+        documents = passages = 0
+        for document in stale:
+            with self.database.session() as session:
+                rows = passage_texts(session, document.id)
+            texts = [PassageDraft(heading, text).embedding_text() for _, heading, text in rows]
+            vectors = encoder.embed(texts, role="passage").vectors
+            with self.database.session() as session:
+                done = replace_vectors(session, document, [pid for pid, _, _ in rows], vectors,
+                                       encoder=encoder.name, encoder_version=encoder.version)
+            if done:
+                documents, passages = documents + 1, passages + len(rows)
+        seconds = time.perf_counter() - started
+        log.info("knowledge base: re-embedded %d documents (%d passages) in %.1f s",
+                 documents, passages, seconds)
+        self._invalidate()
+        return ReembedResult(documents, passages, seconds)
+
     # -- searching -------------------------------------------------------------------------
 
     def search(
@@ -210,7 +267,7 @@ class KnowledgeBase:
         if not len(index):
             return [[] for _ in queries]
         # Embedded in keyword mode too, so every passage reports its real similarity.
-        vectors = self.encoder.embed(queries).vectors
+        vectors = self.encoder.embed(queries, role="query").vectors
         return index.search_many(queries, vectors, top_k or self.settings.top_k, self.options, mode)
 
     def index(self) -> PassageIndex:
@@ -218,6 +275,11 @@ class KnowledgeBase:
         encoder = self.encoder
         key = (self.database.url, encoder.version)
         now = time.monotonic()
+        with _CACHE_LOCK:
+            cached = _CACHE.get(key)
+            fresh = cached is not None and now - cached.checked_at < self.settings.refresh_seconds
+        if not fresh:
+            self.reembed()  # outside the lock: it may take a while, and it invalidates
         with _CACHE_LOCK:
             cached = _CACHE.get(key)
             if cached is not None and now - cached.checked_at < self.settings.refresh_seconds:
@@ -229,12 +291,9 @@ class KnowledgeBase:
                     return cached.index
                 started = time.perf_counter()
                 passages, matrix, stale = load_passages(session, encoder.version, encoder.dim)
-            if stale:
-                log.warning(
-                    "knowledge base: %d passages were embedded by another encoder and are left "
-                    "out; run `mailbot kb add --force` on their files",
-                    stale,
-                )
+            if stale:  # changed by another process since `reembed` above; next refresh
+                log.info("knowledge base: %d passages of another encoder left out for now",
+                         stale)
             index = PassageIndex(passages, matrix)
             _CACHE[key] = _CachedIndex(signature, index, now)
             log.debug(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from mailbot.pipeline.runner import StageResult, WorkItem
+from mailbot.pipeline.case import Case, Step
 
 if TYPE_CHECKING:
     from mailbot.kb.knowledge import KnowledgeBase
@@ -20,23 +20,20 @@ class RetrieveStage:
         self.knowledge_base = knowledge_base
         self.top_k = top_k
 
-    def run(self, item: WorkItem) -> StageResult:
-        return self.run_many([item])[0]
+    def run(self, case: Case) -> Step:
+        return self.run_many([case])[0]
 
-    def run_many(self, items: Sequence[WorkItem]) -> list[StageResult]:
-        from mailbot.classify import message_text
-
-        queries = [message_text(m.subject, m.new_text or m.text)
-                   for m in (item.results["parse"] for item in items)]
+    def run_many(self, cases: Sequence[Case]) -> list[Step]:
+        queries = [case.parsed().customer_text for case in cases]
         found = self.knowledge_base.search_many(queries, self.top_k)
         return [
-            StageResult(
-                "ok" if passages else "none", value=tuple(passages),
+            Step(
+                case.with_(passages=tuple(passages)), "ok" if passages else "none",
                 details={"passages": [
                     {"id": p.id, "source": p.source, "heading": p.heading_path,
                      "version": p.document_version, "score": round(p.score, 4)}
                     for p in passages
                 ]},
             )
-            for passages in found
+            for case, passages in zip(cases, found, strict=True)
         ]

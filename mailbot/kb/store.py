@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from mailbot.db.base import utcnow
@@ -131,14 +131,83 @@ def remove_documents(session: Session, rows: list[KBDocument]) -> None:
     session.execute(delete(KBDocument).where(KBDocument.id.in_(ids)))
 
 
-def passages_signature(session: Session) -> tuple[int, int]:
-    """(count, highest id) of all passages: changes with every add, replace or remove.
+def passages_signature(session: Session) -> tuple[int, int, str]:
+    """(count, highest id, latest update) of the passages: changes with every write.
 
     Passage ids are never reused (AUTOINCREMENT on SQLite, a sequence on PostgreSQL), so an
-    add raises the highest id and a remove lowers the count.
+    add raises the highest id and a remove lowers the count; re-embedding a document with
+    another encoder keeps its passages and moves its `updated_at`.
     """
     count, highest = session.execute(select(func.count(KBPassage.id), func.max(KBPassage.id))).one()
-    return int(count or 0), int(highest or 0)
+    latest = session.scalar(select(func.max(KBDocument.updated_at)))
+    return int(count or 0), int(highest or 0), str(latest or "")
+
+
+@dataclass(frozen=True, slots=True)
+class StaleDocument:
+    """A document whose vectors another encoder made."""
+
+    id: int
+    source: str
+    version: int
+    encoder: str
+    encoder_version: str
+    passages: int
+
+
+def stale_documents(session: Session, encoder_version: str) -> list[StaleDocument]:
+    """Documents whose passages were embedded by an encoder other than this version."""
+    rows = session.scalars(
+        select(KBDocument)
+        .where(KBDocument.encoder_version != encoder_version)
+        .order_by(KBDocument.id)
+    ).all()
+    return [StaleDocument(r.id, r.source, r.version, r.encoder, r.encoder_version,
+                          r.passage_count) for r in rows]
+
+
+def passage_texts(session: Session, document_id: int) -> list[tuple[int, str, str]]:
+    """(id, heading path, text) of a document's passages, in order."""
+    rows = session.execute(
+        select(KBPassage.id, KBPassage.heading_path, KBPassage.text)
+        .where(KBPassage.document_id == document_id)
+        .order_by(KBPassage.position)
+    ).all()
+    return [(int(pid), heading, text) for pid, heading, text in rows]
+
+
+def replace_vectors(
+    session: Session,
+    stale: StaleDocument,
+    passage_ids: list[int],
+    vectors: np.ndarray,
+    *,
+    encoder: str,
+    encoder_version: str,
+) -> bool:
+    """Store a document's vectors from another encoder; False if it changed meanwhile.
+
+    The document row is claimed with a conditional UPDATE (same version, still the old
+    encoder), so a concurrent `kb add` of a new version, or another process re-embedding
+    the same document, is never overwritten with stale vectors.
+    """
+    claimed = session.execute(
+        update(KBDocument)
+        .where(
+            KBDocument.id == stale.id,
+            KBDocument.version == stale.version,
+            KBDocument.encoder_version == stale.encoder_version,
+        )
+        .values(encoder=encoder, encoder_version=encoder_version, updated_at=utcnow())
+    )
+    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    for pid, vector in zip(passage_ids, vectors, strict=True):
+        session.execute(
+            update(KBPassage).where(KBPassage.id == pid).values(vector=vector.tobytes())
+        )
+    return True
 
 
 def load_passages(

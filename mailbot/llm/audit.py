@@ -1,28 +1,34 @@
 """Writing cloud LLM calls to the audit log, so the cost report and budgets can find them.
 
-Every call, answered or failed, is one event with stage "llm": the exact request (messages
-as sent, already pseudonymised by the router), the answer, tokens, latency and cost.
+Every call, answered or failed, is one event with stage "llm": tokens, latency, cost and a
+hash of the exact request. The request and the answer themselves (pseudonymised, but still
+the customer's words) are kept in `llm_requests`, which retention and erasure can clear.
 """
 
 from __future__ import annotations
+
+import hashlib
+import json
 
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from mailbot.audit.cost import LLM_STAGE
+from mailbot.audit.events import record_event
 from mailbot.db.models import Event
-from mailbot.ingest.ledger import record_event
 from mailbot.llm.client import LLMCall
 from mailbot.llm.errors import LLMRequestRejected, LLMResponseInvalid, LLMUnavailable
 
 
 def call_details(call: LLMCall) -> dict[str, Any]:
-    """The audit details of a call: what was sent and what came back."""
+    """The audit details of a call: its shape and a hash of what was sent, not the text."""
+    sent = json.dumps(dict(call.request), sort_keys=True, ensure_ascii=False)
     return {
         "task": call.task,
-        "request": dict(call.request),
-        "response": call.response_text,
+        "messages": len(call.messages),
+        "request_sha256": hashlib.sha256(sent.encode("utf-8")).hexdigest(),
+        "response_chars": len(call.response_text),
         "response_model": call.response_model,
         "attempts": call.attempts,
         "repaired": call.repaired,

@@ -168,8 +168,13 @@ class LLMClient:
         labels: Sequence[str],
         *,
         label_descriptions: Mapping[str, str] | None = None,
+        request_key: str | None = None,
     ) -> LLMResult[LLMClassification]:
-        """Intent (one of `labels`), priority, sentiment, language and confidence."""
+        """Intent (one of `labels`), priority, sentiment, language and confidence.
+
+        `request_key` names the call (sent as an `Idempotency-Key` header) so that an
+        endpoint, or a proxy in front of it, can tell a repeated request from a new one.
+        """
         context = {
             "email": email_context(subject, body),
             "labels": list(labels),
@@ -178,7 +183,8 @@ class LLMClient:
             "sentiments": list(SENTIMENTS),
         }
         messages = self.renderer.conversation("classify", context)
-        result = self.complete_json("classify", messages, classification_schema(labels))
+        result = self.complete_json("classify", messages, classification_schema(labels),
+                                    request_key=request_key)
         answer = result.value
         value = LLMClassification(
             intent=answer["intent"],
@@ -208,6 +214,7 @@ class LLMClient:
         references: Sequence[str] = (),
         company: str = "our company",
         signature: str = "",
+        request_key: str | None = None,
     ) -> LLMResult[str]:
         """A plain-text reply body, grounded in the knowledge-base `references`."""
         context = {
@@ -222,7 +229,7 @@ class LLMClient:
         }
         messages = self.renderer.conversation("reply", context)
         body_json = self._body(messages)
-        completion, attempts, started = self._request(body_json)
+        completion, attempts, started = self._request(body_json, request_key)
         text, tokens_in, tokens_out, estimated = self._answer(completion, body_json)
         call = self._call("reply", body_json, completion, text, tokens_in, tokens_out,
                           estimated, started, attempts, repaired=False)
@@ -233,11 +240,16 @@ class LLMClient:
     # --- the machinery ---------------------------------------------------------------------
 
     def complete_json(
-        self, task: str, messages: Sequence[ChatMessage], schema: Mapping[str, Any]
+        self,
+        task: str,
+        messages: Sequence[ChatMessage],
+        schema: Mapping[str, Any],
+        *,
+        request_key: str | None = None,
     ) -> LLMResult[dict[str, Any]]:
         """Ask for a JSON answer that fits `schema`; one repair request if it does not."""
         body = self._body(messages, task=task, schema=schema)
-        completion, attempts, started = self._request(body)
+        completion, attempts, started = self._request(body, request_key)
         text, tokens_in, tokens_out, estimated = self._answer(completion, body)
         problem, value = self._check_json(text, schema)
         repaired = False
@@ -247,7 +259,8 @@ class LLMClient:
             repair = ChatMessage("user", self.renderer.render("repair.j2", {"problem": problem}))
             body = self._body([*messages, ChatMessage("assistant", text), repair],
                               task=task, schema=schema)
-            completion, more, _ = self._request(body)
+            completion, more, _ = self._request(
+                body, f"{request_key}:repair" if request_key else None)
             attempts += more
             text, t_in, t_out, est = self._answer(completion, body)
             tokens_in, tokens_out = tokens_in + t_in, tokens_out + t_out
@@ -304,13 +317,16 @@ class LLMClient:
                 body["response_format"] = {"type": "json_object"}
         return body
 
-    def _request(self, body: Mapping[str, Any]) -> tuple[Any, int, float]:
+    def _request(self, body: Mapping[str, Any], key: str | None = None
+                 ) -> tuple[Any, int, float]:
         """Send one request with retries; returns (completion, attempts, start time)."""
         started = self._clock()
+        headers = {"Idempotency-Key": key} if key else None
         for attempt in range(self.policy.attempts):
             self.breaker.before_call()
             try:
-                completion = self._client.chat.completions.create(**body)
+                completion = self._client.chat.completions.create(**body,
+                                                                  extra_headers=headers)
             except (self._openai.APIError, ValueError) as exc:  # ValueError: body not JSON
                 failure = self._classify_failure(exc)
                 if failure is None:

@@ -1,34 +1,59 @@
 """Escalation: the cloud LLM answers what the router sent it, with personal data kept home.
 
-For each message routed "llm": the customer's subject and new text (and the facts extracted
-from them) are pseudonymised, the LLM classifies the email (structured output) and writes
-the reply body (text), and the placeholders in its answer are restored (card numbers stay
-masked). What was sent, exactly as sent, goes into the "llm" audit events; the answers are
-kept as teacher labels. A failed call, or a spent budget, sends the message to a person.
+Each cloud call is a step of its own, never inside an open database transaction:
+
+1. planned, in the transaction that routes the message (status `escalating`): the customer's
+   subject, new text and the facts extracted from them are pseudonymised and the first
+   request is recorded in `llm_requests` (state `pending`), exactly as it will be sent;
+2. claimed, in one short transaction that takes the budget lock: the budget is checked
+   against what was spent plus what calls in flight may still cost, and the request is
+   marked `sent` with what it may cost at most (or refused: the message goes to a person);
+3. sent, with no transaction open; SIGTERM cuts only the waits between retries (the request
+   goes back to `pending`, nothing was paid);
+4. answered, in one transaction: the answer, its cost and the teacher labels are stored,
+   then either the next request is recorded (the reply, after the classification) or the
+   message is finished (its draft, or a person when the cloud LLM failed).
+
+A request that a worker finds `sent` by another that died is never sent again (its answer
+may have been paid for): the message goes to a person with the reason.
 """
 
 from __future__ import annotations
 
 import logging
-import re
+import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol
 
-from mailbot.audit.cost import record_budget_exhausted
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session
+
+from mailbot.audit.cost import (
+    TokenPrices,
+    budget_state,
+    estimate_tokens,
+    llm_cost,
+    record_budget_exhausted,
+)
 from mailbot.compose.reply import field_values
-from mailbot.db.llm_records import TeacherLabel
-from mailbot.db.models import MessageStatus
+from mailbot.compose.trim import trim_reply
+from mailbot.db.base import utcnow
+from mailbot.db.llm_records import BudgetLock, LLMRequest, TeacherLabel
+from mailbot.db.models import Message
+from mailbot.db.session import Database
+from mailbot.errors import Stopping
+from mailbot.ingest.lease import holder_is_dead
 from mailbot.llm.audit import record_llm_call, record_llm_failure
 from mailbot.llm.client import LLMClassification, LLMClient, LLMResult
 from mailbot.llm.errors import LLMRequestRejected, LLMResponseInvalid, LLMUnavailable
 from mailbot.llm.teacher import LABEL_KINDS, teacher_text
-from mailbot.pipeline.runner import StageResult, WorkItem
+from mailbot.pipeline.case import Case, Step
 from mailbot.privacy.pseudonymise import PLACEHOLDER, Pseudonymiser
-from mailbot.route.decision import HUMAN, LLM, RouteDecision, RouteReason
-from mailbot.route.history import BudgetGate
-from mailbot.route.stage import PendingRows
+from mailbot.route.decision import HUMAN, RouteDecision, RouteReason
 
 if TYPE_CHECKING:
     from mailbot.config import Config
@@ -36,38 +61,22 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+CLASSIFY, REPLY = "classify", "reply"
 _LLM_ERRORS = (LLMUnavailable, LLMResponseInvalid, LLMRequestRejected)
-_GREETING = re.compile(
-    r"\A\s*(?:hello|hi|hey|dear|good (?:morning|afternoon|evening)|hallo|guten tag"
-    r"|liebe[rs]?|sehr geehrte[rs]?|hola|estimad[oa]|buenos días|bonjour|cher|chère)\b"
-    r"[^\n.?]{0,40}[,!:]?[ \t]*\n+",
-    re.IGNORECASE,
-)
-_SIGN_OFF = re.compile(
-    r"\n[ \t]*(?:kind regards|best regards|best wishes|warm regards|regards|best|thanks"
-    r"|thank you|cheers|sincerely|yours sincerely|mit freundlichen grüßen|viele grüße"
-    r"|beste grüße|freundliche grüße|saludos|atentamente|un saludo|cordialement|bien à vous)"
-    r"[ \t]*[,.!]?[ \t]*(?:\n[^\n]{0,60}){0,3}\s*\Z",
-    re.IGNORECASE,
-)
-
-
 @dataclass(frozen=True, slots=True)
 class Escalation:
-    """The cloud LLM's work on one message, restored and ready for the draft stage."""
+    """The cloud LLM's work on one message: its reply (the customer's data put back, cards
+    masked), its classification, or why it could not answer (`failure`)."""
 
-    body: str  # the reply body with the customer's data put back (cards masked)
-    model: str  # the model that answered
-    classification: LLMClassification | None
-    sent_subject: str  # what the LLM saw: pseudonymised
-    sent_body: str
-    placeholders: dict[str, int]  # how many placeholders of each category were sent
+    body: str | None = None
+    model: str | None = None
+    classification: LLMClassification | None = None
+    failure: RouteReason | None = None
 
-
-def trim_reply(body: str) -> str:
-    """The reply without its own greeting and sign-off: the shared layout adds ours."""
-    body = _GREETING.sub("", body, count=1)
-    return _SIGN_OFF.sub("", body).strip()
+    @property
+    def answered(self) -> bool:
+        """Whether there is a reply body to draft from."""
+        return self.failure is None and self.body is not None
 
 
 def _known_names(message: InboundMessage) -> list[str]:
@@ -75,141 +84,404 @@ def _known_names(message: InboundMessage) -> list[str]:
     return [a.name for a in people if a is not None and a.name]
 
 
-class EscalateStage:
-    """Sends messages routed "llm" to the cloud LLM; failures go to a person."""
+# --- 1. planning (pure) ----------------------------------------------------------------------
 
-    name = "escalate"
+
+def plan_request(case: Case, config: Config, labels: Sequence[str]) -> tuple[str, dict[str, Any]]:
+    """The first request of an escalated message: (task, what is recorded and sent).
+
+    Everything that leaves the server is pseudonymised here; `restore` maps the placeholders
+    back (it stays in `llm_requests`, which erasure clears, and never leaves).
+    """
+    message = case.parsed()
+    classification = case.classified()
+    decision = case.decision
+    assert decision is not None
+    pseudonymiser = Pseudonymiser.from_config(config, _known_names(message))
+    subject = pseudonymiser.redact(message.subject or "").redacted
+    body = pseudonymiser.redact(message.new_text or message.text).redacted
+    facts = {name: pseudonymiser.redact_value(name, value)
+             for name, value in field_values(case.extraction).items()}
+    sent = Counter(m.group(1) for m in PLACEHOLDER.finditer(f"{subject}\n{body}"))
+    payload = {
+        "subject": subject,
+        "body": body,
+        "facts": facts,
+        "references": [p.text for p in case.passages],
+        "labels": list(labels),
+        "intent": classification.intent.label,
+        "language": classification.language,
+        "placeholders": dict(sent),
+        "restore": dict(pseudonymiser.placeholders),
+        "decision": decision.to_json(),
+    }
+    mode = config.route.llm_classify
+    unsure = bool({"low_confidence", "out_of_scope"} & set(decision.codes))
+    wants_classification = mode == "always" or (mode == "unsure" and unsure)
+    return (CLASSIFY if wants_classification else REPLY), payload
+
+
+def restore(text: str, mapping: dict[str, str]) -> str:
+    """Put the customer's values back into the LLM's text (unknown placeholders stay)."""
+    return PLACEHOLDER.sub(lambda m: mapping.get(m.group(), m.group()), text)
+
+
+def reserve_for(payload: dict[str, Any], config: Config) -> float:
+    """The most one call with this payload may cost: what the budget holds back for it."""
+    chars = sum(len(str(payload.get(k, ""))) for k in ("subject", "body", "facts",
+                                                        "references", "labels"))
+    # Half the usual characters per token: German and Spanish need more tokens than English,
+    # and a reservation that is too large is only released, never overspent.
+    tokens_in = (estimate_tokens(chars, config.cost.chars_per_token / 2)
+                 + 2 * config.cost.prompt_overhead_tokens)
+    # A malformed answer costs one repair request more.
+    return 2 * llm_cost(tokens_in, config.llm.max_output_tokens,
+                        TokenPrices.from_settings(config.cost))
+
+
+def escalate_now(case: Case, config: Config, client: LLMClient, labels: Sequence[str]
+                 ) -> Escalation:
+    """Ask the cloud LLM about one case in memory, nothing recorded (`mailbot draft --llm`)."""
+    task, payload = plan_request(case, config, labels)
+    classification = None
+    try:
+        if task == CLASSIFY:
+            answer = client.classify(payload["subject"], payload["body"], payload["labels"])
+            classification = answer.value
+            payload = {**payload, "intent": answer.value.intent,
+                       "language": answer.value.language}
+        reply = client.draft_reply(
+            payload["subject"], payload["body"], intent=payload["intent"],
+            language=payload["language"], facts=payload["facts"],
+            references=payload["references"], company=config.drafts.company, signature="")
+    except _LLM_ERRORS as exc:
+        return Escalation(failure=RouteReason("llm_failed", f"the cloud LLM failed: {exc}",
+                                              HUMAN))
+    return Escalation(body=trim_reply(restore(reply.value, payload["restore"])),
+                      model=reply.call.response_model, classification=classification)
+
+
+# --- the host: what the pipeline does for the escalation step -------------------------------
+
+
+class EscalationHost(Protocol):
+    """What the pipeline provides: the case of a message, drafting, and recording."""
+
+    def case_for(self, message_pk: int, decision: RouteDecision) -> Case: ...
+
+    def compose(self, case: Case) -> list[Step]: ...
+
+    def commit_outcome(self, session: Session, case: Case, steps: Sequence[Step]) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    request_id: int
+    message_pk: int
+    mailbox_id: int
+    task: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class EscalationReport:
+    """What one `run` did."""
+
+    sent: int = 0
+    answered: int = 0
+    failed: int = 0
+    refused: int = 0
+
+
+class EscalationRunner:
+    """Sends the recorded requests, several at once, and records each answer as it comes."""
 
     def __init__(
         self,
+        database: Database,
         config: Config,
         client: LLMClient,
+        host: EscalationHost,
         *,
-        labels: Callable[[], Sequence[str]],
-        budget: BudgetGate | None = None,
+        owner: str,
+        stop: threading.Event | None = None,
+        labels: Callable[[], Sequence[str]] = list,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        self.database = database
         self.config = config
         self.client = client
+        self.host = host
+        self.owner = owner
+        self.stop = stop or threading.Event()
         self.labels = labels
-        self.budget = budget
+        self.clock = clock
+        self.concurrency = config.llm.concurrency
+        settings = config.llm
+        # A request still `sent` this long after it went out lost its worker.
+        self.stale_after = timedelta(seconds=settings.attempts * (
+            settings.connect_timeout + settings.read_timeout) + settings.attempts
+            * settings.retry_max_seconds + 60)
+        self._counts: Counter[str] = Counter()
+        self._lock = threading.Lock()
 
-    def run(self, item: WorkItem) -> StageResult:
-        return self.run_many([item])[0]
+    def run(self, *, mailbox_id: int | None = None, until: threading.Event | None = None
+            ) -> EscalationReport:
+        """Send pending requests (of one mailbox, or every one) until none is left.
 
-    def run_many(self, items: Sequence[WorkItem]) -> list[StageResult]:
-        """Escalate a batch; calls made earlier in the batch count against the budget."""
-        spent = 0.0
-        out = []
-        for item in items:
-            result, cost = self._one(item, spent)
-            spent += cost
-            out.append(result)
-        return out
+        With `until`, keep watching for new requests until it is set (the local stages of
+        the same poll are still recording them).
+        """
+        self._counts = Counter()
+        self.recover_interrupted()
+        with ThreadPoolExecutor(max_workers=self.concurrency,
+                                thread_name_prefix="mailbot-llm") as pool:
+            in_flight: set[Future[None]] = set()
+            while True:
+                finishing = until is None or until.is_set() or self.stop.is_set()
+                free = self.concurrency - len(in_flight)
+                jobs = self.claim(free, mailbox_id) if free > 0 and not self.stop.is_set() else []
+                in_flight.update(pool.submit(self._one, job) for job in jobs)
+                if not in_flight:
+                    if finishing:
+                        break
+                    self.stop.wait(0.1)
+                    continue
+                done, in_flight = wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
+                for future in done:
+                    future.result()  # an unexpected error is a bug: let it be seen
+        return EscalationReport(self._counts["sent"], self._counts["answered"],
+                                self._counts["failed"], self._counts["refused"])
 
-    def _one(self, item: WorkItem, spent: float) -> tuple[StageResult, float]:
-        decision: RouteDecision | None = item.results.get("route")
-        if decision is None or decision.route != LLM:
-            return StageResult("not_needed"), 0.0
-        rows = PendingRows()
-        if self.budget is not None and self.budget.limited:
-            state = self.budget.state(spent)
-            if not state.allowed:
-                record_budget_exhausted(rows.session, state)
-                reason = RouteReason("budget_exhausted", state.reason or "cloud budget reached",
-                                     HUMAN)
-                return self._to_human(decision, reason, rows), 0.0
+    # --- 2. claiming, with the budget ----------------------------------------------------------
 
-        message = item.results["parse"]
-        pseudonymiser = Pseudonymiser.from_config(self.config, _known_names(message))
-        subject = pseudonymiser.redact(message.subject or "").redacted
-        body = pseudonymiser.redact(message.new_text or message.text).redacted
-        facts = {name: pseudonymiser.redact_value(name, value)
-                 for name, value in field_values(item.results.get("extract")).items()}
-        sent = Counter(m.group(1) for m in PLACEHOLDER.finditer(f"{subject}\n{body}"))
-        classification = item.results["classify"]
-        passages = [getattr(p, "text", "") for p in item.results.get("retrieve") or ()]
-        task = "classify"
-        calls: list[LLMResult[Any]] = []
+    def claim(self, limit: int, mailbox_id: int | None = None) -> list[_Job]:
+        """Take up to `limit` pending requests that the budget allows."""
+        if limit <= 0:
+            return []
+        with self.database.session() as session:
+            rows = self._pending(session, limit, mailbox_id)
+            if not rows:
+                return []
+            jobs = []
+            for row, message_mailbox in rows:
+                reserve = reserve_for(row.request, self.config)
+                refusal = self._over_budget(session, reserve)
+                if refusal is not None:
+                    self._refuse(session, row, refusal)
+                    continue
+                row.state = "sent"
+                row.reserved_cost = reserve
+                row.claimed_by = self.owner
+                row.sent_at = utcnow()
+                jobs.append(_Job(row.id, row.message_pk, message_mailbox, row.task,
+                                 dict(row.request)))
+        with self._lock:
+            self._counts["sent"] += len(jobs)
+        return jobs
+
+    def _pending(self, session: Session, limit: int, mailbox_id: int | None
+                 ) -> list[tuple[LLMRequest, int]]:
+        # Every budget check takes turns on this row (PostgreSQL: a row lock until commit;
+        # SQLite: the write lock), so two workers never both spend the last of the budget.
+        session.execute(update(BudgetLock).where(BudgetLock.id == 1)
+                        .values(turns=BudgetLock.turns + 1))
+        query = (select(LLMRequest, Message.mailbox_id)
+                 .join(Message, Message.id == LLMRequest.message_pk)
+                 .where(LLMRequest.state == "pending"))
+        if mailbox_id is not None:
+            query = query.where(Message.mailbox_id == mailbox_id)
+        found = session.execute(query.order_by(LLMRequest.id).limit(limit)
+                                .with_for_update(skip_locked=True, of=LLMRequest)).all()
+        return [(row, mailbox) for row, mailbox in found]
+
+    def _over_budget(self, session: Session, reserve: float) -> str | None:
+        settings = self.config.cost
+        if not (settings.daily_budget or settings.monthly_budget):
+            return None
+        state = budget_state(session, self.clock(), settings, reserved=in_flight(session),
+                             more=reserve)
+        return None if state.allowed else state.reason
+
+    def _refuse(self, session: Session, row: LLMRequest, reason: str) -> None:
+        row.state = "refused"
+        row.error = reason
+        settings = self.config.cost
+        state = budget_state(session, self.clock(), settings, reserved=in_flight(session))
+        record_budget_exhausted(session, state, message_pk=row.message_pk)
+        with self._lock:
+            self._counts["refused"] += 1
+        self._hand_over(session, row.message_pk, row.request,
+                        RouteReason("budget_exhausted", reason, HUMAN))
+
+    # --- 3. and 4. sending and recording ---------------------------------------------------
+
+    def _one(self, job: _Job) -> None:
         try:
-            answer: LLMResult[LLMClassification] | None = None
-            if self._wants_classification(decision):
-                answer = self.client.classify(subject, body, list(self.labels()))
-                calls.append(answer)
-                record_llm_call(rows.session, answer.call, message_pk=None,
-                                details={"placeholders": dict(sent)})
-            intent = answer.value.intent if answer else classification.intent.label
-            language = answer.value.language if answer else classification.language
-            task = "reply"
-            reply = self.client.draft_reply(
-                subject, body, intent=intent, language=language, facts=facts,
-                references=passages, company=self.config.drafts.company, signature="",
-            )
-            calls.append(reply)
-            record_llm_call(rows.session, reply.call, message_pk=None,
-                            details={"placeholders": dict(sent)})
+            answer = self._send(job)
+        except Stopping:
+            self._release(job)
+            return
         except _LLM_ERRORS as exc:
-            record_llm_failure(rows.session, task, exc, model=self.config.llm.model,
-                               message_pk=None)
-            log.warning("cloud LLM failed on message %s (%s): %s", item.message_pk, task, exc)
-            reason = RouteReason("llm_failed", f"the cloud LLM failed ({task}): {exc}", HUMAN,
-                                 {"task": task, "error": type(exc).__name__,
-                                  "cause": getattr(exc, "reason", None)})
-            return self._to_human(decision, reason, rows), sum(c.call.cost for c in calls)
+            log.warning("cloud LLM failed on message %s (%s): %s", job.message_pk, job.task, exc)
+            self._record_failure(job, exc)
+            return
+        if job.task == CLASSIFY:
+            self._record_classification(job, answer)
+        else:
+            self._record_reply(job, answer)
 
-        rows.rows.extend(self._teacher_labels(subject, body, answer, reply))
-        escalation = Escalation(
-            body=trim_reply(pseudonymiser.restore(reply.value)),
-            model=reply.call.response_model,
-            classification=answer.value if answer else None,
-            sent_subject=subject,
-            sent_body=body,
-            placeholders=dict(sent),
+    def _send(self, job: _Job) -> LLMResult[Any]:
+        payload = job.payload
+        key = f"mailbot-{job.request_id}-{job.task}"
+        if job.task == CLASSIFY:
+            return self.client.classify(payload["subject"], payload["body"], payload["labels"],
+                                        request_key=key)
+        return self.client.draft_reply(
+            payload["subject"], payload["body"], intent=payload.get("intent"),
+            language=payload.get("language"), facts=payload.get("facts") or {},
+            references=payload.get("references") or (), company=self.config.drafts.company,
+            signature="", request_key=key,
         )
-        details = {
-            **decision.to_json(),
-            "model": escalation.model,
-            "placeholders": dict(sent),
-            "llm_classification": None if answer is None else {
-                "intent": answer.value.intent, "priority": answer.value.priority,
-                "sentiment": answer.value.sentiment, "language": answer.value.language,
-                "confidence": answer.value.confidence,
-            },
-        }
-        cost = sum(c.call.cost for c in calls)
-        # The cost is on the "llm" events; this event only says what was done with them.
-        return StageResult("ok", value=escalation, details=details, model=escalation.model,
-                           records=tuple(rows.rows)), cost
 
-    def _wants_classification(self, decision: RouteDecision) -> bool:
-        mode = self.config.route.llm_classify
-        if mode == "unsure":
-            return bool({"low_confidence", "out_of_scope"} & set(decision.codes))
-        return mode == "always"
+    def _release(self, job: _Job) -> None:
+        # Stopped during a wait between attempts: no answer came, nothing was paid.
+        with self.database.session() as session:
+            session.execute(update(LLMRequest)
+                            .where(LLMRequest.id == job.request_id,
+                                   LLMRequest.claimed_by == self.owner)
+                            .values(state="pending", reserved_cost=0.0, claimed_by=None,
+                                    sent_at=None))
 
-    def _to_human(self, decision: RouteDecision, reason: RouteReason, rows: PendingRows
-                  ) -> StageResult:
-        human = decision.with_reason(reason, route=HUMAN)
-        return StageResult(HUMAN, value=human, status=MessageStatus.NEEDS_HUMAN,
-                           reason=human.summary(), stop=True, details=human.to_json(),
-                           records=tuple(rows.rows))
+    def _answered(self, session: Session, job: _Job, result: LLMResult[Any],
+                  answer: dict[str, Any]) -> LLMRequest:
+        row = session.get(LLMRequest, job.request_id)
+        assert row is not None
+        call = result.call
+        row.state = "answered"
+        row.answer = {**answer, "sent": dict(call.request), "response": call.response_text}
+        row.cost = call.cost
+        row.tokens_in, row.tokens_out = call.tokens_in, call.tokens_out
+        row.model = call.response_model
+        row.answered_at = utcnow()
+        row.reserved_cost = 0.0
+        record_llm_call(session, call, message_pk=job.message_pk, mailbox_id=job.mailbox_id,
+                        details={"llm_request": job.request_id,
+                                 "placeholders": job.payload.get("placeholders", {})})
+        with self._lock:
+            self._counts["answered"] += 1
+        return row
 
-    def _teacher_labels(
-        self,
-        subject: str,
-        body: str,
-        answer: LLMResult[LLMClassification] | None,
-        reply: LLMResult[str],
-    ) -> list[TeacherLabel]:
-        # New rows, not `save_teacher_label`'s upsert: a message passes here once per
-        # commit (only fetched messages are processed), and the runner adds them with it.
-        text = teacher_text(subject, body)
-        rows = []
-        if answer is not None:
+    def _record_classification(self, job: _Job, result: LLMResult[LLMClassification]) -> None:
+        value = result.value
+        classification = {"intent": value.intent, "priority": value.priority,
+                          "sentiment": value.sentiment, "language": value.language,
+                          "confidence": value.confidence}
+        text = teacher_text(job.payload["subject"], job.payload["body"])
+        with self.database.session() as session:
+            self._answered(session, job, result, {"classification": classification})
             for kind in LABEL_KINDS:
-                label = getattr(answer.value, kind)
-                rows.append(TeacherLabel(kind=kind, label=label, value={"label": label},
-                                         input_text=text, model=answer.call.response_model,
-                                         confidence=answer.value.confidence))
-        rows.append(TeacherLabel(kind="reply", label=None, value={"text": reply.value},
-                                 input_text=text, model=reply.call.response_model))
-        return rows
+                label = getattr(value, kind)
+                _add_teacher_label(session, job.message_pk, kind, label, {"label": label},
+                                   text, result.call.response_model, value.confidence)
+            session.add(LLMRequest(
+                message_pk=job.message_pk, task=REPLY, state="pending",
+                request={**job.payload, "intent": value.intent, "language": value.language,
+                         "classification": classification},
+                reserved_cost=0.0, created_at=utcnow()))
+
+    def _record_reply(self, job: _Job, result: LLMResult[str]) -> None:
+        payload = job.payload
+        classification = payload.get("classification")
+        escalation = Escalation(
+            body=trim_reply(restore(result.value, payload.get("restore") or {})),
+            model=result.call.response_model,
+            classification=LLMClassification(**classification) if classification else None,
+        )
+        decision = RouteDecision.from_json(payload["decision"])
+        # Drafting may need the models (a case rebuilt after a restart): before the
+        # transaction, never inside it.
+        case = self.host.case_for(job.message_pk, decision).with_(escalation=escalation)
+        steps = self.host.compose(case)
+        text = teacher_text(payload["subject"], payload["body"])
+        with self.database.session() as session:
+            self._answered(session, job, result, {"reply": result.value})
+            _add_teacher_label(session, job.message_pk, "reply", None, {"text": result.value},
+                               text, result.call.response_model, None)
+            self.host.commit_outcome(session, steps[-1].case if steps else case, steps)
+
+    def _record_failure(self, job: _Job, exc: Exception) -> None:
+        assert isinstance(exc, _LLM_ERRORS)
+        reason = RouteReason("llm_failed", f"the cloud LLM failed ({job.task}): {exc}", HUMAN,
+                             {"task": job.task, "error": type(exc).__name__,
+                              "cause": getattr(exc, "reason", None)})
+        with self.database.session() as session:
+            row = session.get(LLMRequest, job.request_id)
+            assert row is not None
+            row.state = "failed"
+            row.error = str(exc)
+            row.reserved_cost = 0.0
+            call = getattr(exc, "call", None)
+            if call is not None:  # an unusable answer was still paid for
+                row.cost = call.cost
+            record_llm_failure(session, job.task, exc, model=self.config.llm.model,
+                               message_pk=job.message_pk, mailbox_id=job.mailbox_id)
+            self._hand_over(session, job.message_pk, job.payload, reason)
+        with self._lock:
+            self._counts["failed"] += 1
+
+    def _hand_over(self, session: Session, message_pk: int, payload: dict[str, Any],
+                   reason: RouteReason) -> None:
+        decision = RouteDecision.from_json(payload["decision"])
+        case = Case(message_pk=message_pk, raw=b"", decision=decision,
+                    escalation=Escalation(failure=reason))
+        self.host.commit_outcome(session, case, ())
+
+    # --- recovery ----------------------------------------------------------------------------
+
+    def recover_interrupted(self) -> int:
+        """Requests left `sent` by a worker that died: never sent again (their answer may
+        have been paid for); their messages go to a person. Returns how many."""
+        now = self.clock()
+        with self.database.session() as session:
+            rows = session.scalars(
+                select(LLMRequest).where(LLMRequest.state == "sent",
+                                         LLMRequest.claimed_by != self.owner)
+                .with_for_update(skip_locked=True)
+            ).all()
+            lost = [r for r in rows if (r.claimed_by and holder_is_dead(r.claimed_by))
+                    or (r.sent_at is not None and r.sent_at < now - self.stale_after)]
+            for row in lost:
+                row.state = "interrupted"
+                row.reserved_cost = 0.0
+                row.error = f"the worker {row.claimed_by} stopped while waiting for the answer"
+                log.warning("cloud call for message %s was interrupted; not repeating it",
+                            row.message_pk)
+                self._hand_over(session, row.message_pk, row.request, RouteReason(
+                    "llm_interrupted", "the worker stopped while the cloud LLM answered; the "
+                    "call is not repeated, so that it is not paid for twice", HUMAN))
+        return len(lost)
+
+
+def in_flight(session: Session) -> float:
+    """What the calls now in flight may still cost (their reservations)."""
+    return float(session.scalar(
+        select(func.coalesce(func.sum(LLMRequest.reserved_cost), 0.0))
+        .where(LLMRequest.state == "sent")) or 0.0)
+
+
+def pending_for(session: Session, message_pks: Sequence[int]) -> int:
+    """How many of these messages still wait for the cloud LLM."""
+    return int(session.scalar(
+        select(func.count()).select_from(LLMRequest)
+        .where(LLMRequest.message_pk.in_(list(message_pks)),
+               or_(LLMRequest.state == "pending", LLMRequest.state == "sent"))) or 0)
+
+
+def _add_teacher_label(session: Session, message_pk: int, kind: str, label: str | None,
+                       value: dict[str, Any], text: str, model: str,
+                       confidence: float | None) -> None:
+    # New rows: a message's requests are answered once each (the state machine above).
+    session.add(TeacherLabel(message_pk=message_pk, kind=kind, label=label, value=value,
+                             input_text=text, model=model, confidence=confidence,
+                             created_at=utcnow()))

@@ -9,6 +9,11 @@ from typing import Any, Literal
 BodySource = Literal["plain", "html", "none"]
 
 
+def join_text(*parts: str | None) -> str:
+    """Non-empty parts of an email's text, stripped, one blank line apart."""
+    return "\n\n".join(part.strip() for part in parts if part and part.strip())
+
+
 @dataclass(frozen=True, slots=True)
 class Address:
     """One mailbox from an address header; `name` is decoded and may be empty."""
@@ -72,6 +77,20 @@ class InboundMessage:
     list_id: str | None
     defects: tuple[str, ...]  # what the parser had to work around, short kebab-case names
     language_hint: str | None  # from Content-Language, lower case
+
+    @property
+    def customer_text(self) -> str:
+        """What the classifier, the knowledge-base search and the router read: the subject,
+        then what the customer wrote this time (no quoted history, no signature)."""
+        return join_text(self.subject, self.new_text or self.text)
+
+    @property
+    def text_with_signature(self) -> str:
+        """What field extraction reads: the subject, the new text and the signature, which is
+        where phone numbers and addresses live (no quoted history)."""
+        # Not stripped: the spans of extracted values point into exactly this text.
+        parts = (self.subject, self.new_text or self.text, self.signature if self.new_text else "")
+        return "\n\n".join(part for part in parts if part)
 
     @property
     def reply_address(self) -> Address | None:

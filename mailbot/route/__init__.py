@@ -1,11 +1,10 @@
 """Routing: which mail the small model answers, which the cloud LLM, which a person.
 
-`RouteStage` decides (`RouteDecision` with its `RouteReason`s), `EscalateStage` calls the
-cloud LLM with personal data pseudonymised, and `mailbot.compose.safety` checks every reply body
-before it becomes a draft.
+`RouteStage` decides once (`RouteDecision` with its `RouteReason`s); `settle` says what then
+becomes of the message. The cloud call itself is `mailbot.llm.escalate`'s, and
+`mailbot.compose.safety` checks every reply body before it becomes a draft.
 """
 
-from mailbot.llm.escalate import EscalateStage, Escalation, trim_reply
 from mailbot.route.decision import (
     ESCALATION_CODES,
     HUMAN,
@@ -18,7 +17,8 @@ from mailbot.route.decision import (
     RouteReason,
     decide,
 )
-from mailbot.route.history import BudgetGate, LedgerLookup, ThreadKey
+from mailbot.route.history import ThreadKey
+from mailbot.route.outcome import Settlement, settle
 from mailbot.route.rules import RULES, RouteInput, apply_rules, thread_subject
 from mailbot.route.stage import RouteStage, no_cloud, own_addresses
 
@@ -31,19 +31,16 @@ __all__ = [
     "RULES",
     "SKIP",
     "SLM",
-    "BudgetGate",
-    "EscalateStage",
-    "Escalation",
-    "LedgerLookup",
     "RouteDecision",
     "RouteInput",
     "RouteReason",
     "RouteStage",
+    "Settlement",
     "ThreadKey",
     "apply_rules",
     "decide",
     "no_cloud",
     "own_addresses",
+    "settle",
     "thread_subject",
-    "trim_reply",
 ]

