@@ -99,7 +99,7 @@ def test_extract_cli_prints_the_masked_value(tmp_path: Path, monkeypatch) -> Non
     assert json.loads(result.output)["rejected"][0]["raw"] == "**** 4241"
 
 
-def test_audit_events_of_a_processed_email_hold_no_rejected_card(
+def test_the_audit_log_of_a_processed_email_holds_no_rejected_card(
     tmp_path: Path, encoder_dir: Path
 ) -> None:
     mail = tmp_path / "declined.eml"
@@ -120,9 +120,13 @@ def test_audit_events_of_a_processed_email_hold_no_rejected_card(
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     with sqlite3.connect(tmp_path / "state" / "mailbot.db") as db:
-        events = dict(db.execute("SELECT stage, details FROM events").fetchall())
-    extract = json.loads(events["extract"])
-    assert [r["raw"] for r in extract["rejected"]] == ["**** 4241", "**** 0006", "DE** **** 3001"]
-    everything = json.dumps(events)
+        events = db.execute("SELECT stage, details FROM events").fetchall()
+        facts = [json.loads(data) for (data,) in db.execute("SELECT data FROM message_facts")]
+    stages = {stage: json.loads(details) for stage, details in events}
+    assert [r["name"] for r in stages["extract"]["rejected"]] == ["card_number", "card_number",
+                                                                  "iban"]  # fmt: skip
+    [stored] = [f["extraction"] for f in facts if "extraction" in f]
+    assert [r["raw"] for r in stored["rejected"]] == ["**** 4241", "**** 0006", "DE** **** 3001"]
+    everything = json.dumps([events, facts])
     for secret in (BAD_CARD, BAD_AMEX, BAD_IBAN):
         assert not _leaks(everything, secret), secret
