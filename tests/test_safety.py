@@ -14,9 +14,10 @@ BODY = ("Hello,\n\nI returned order A10234 (89.95 EUR) last week. You can reach 
         "+49 30 901820 or see https://photos.example.net/box.jpg for the damage.\n\nEmma")
 
 
-def context(body: str = BODY, **kwargs: object) -> ReplyContext:
+def context(body: str = BODY, headers: dict[str, str] | None = None,
+            **kwargs: object) -> ReplyContext:
     message = parse_message(support_email(
-        1, body=body, sender="Emma Clarke <emma.clarke@example.com>"))
+        1, body=body, sender="Emma Clarke <emma.clarke@example.com>", headers=headers))
     _, extraction = extract_message(message, build_schema(), intent="refund")
     defaults: dict[str, object] = {
         "message": message, "extraction": extraction,
@@ -32,14 +33,67 @@ def checks(reply: str, checker: SafetyChecker | None = None, **kwargs: object) -
 
 
 def test_a_reply_that_only_uses_the_emails_own_facts_passes() -> None:
-    reply = ("We have received order A10234 and will refund 89.95 EUR. We will call you on "
-             "+49 30 901820 if needed; the photo at https://photos.example.net/box.jpg helps. "
-             "Write to support@northwind.example or reply to emma.clarke@example.com.")
+    reply = ("We have received order A10234 and will refund 89.95 EUR; the photo of the box "
+             "helps. Write to support@northwind.example or reply to emma.clarke@example.com.")
     assert checks(reply) == []
 
 
 def test_recipients_must_come_from_the_thread() -> None:
     assert checks("Thanks.", recipients=["someone@elsewhere.example"]) == ["recipient"]
+
+
+ATTACKER_HEADERS = {"Reply-To": "Billing <billing@evil.example>",
+                    "Cc": "Accounts <accounts@evil.example>"}
+
+
+@pytest.mark.parametrize("address", ["billing@evil.example", "accounts@evil.example"])
+def test_reply_to_and_cc_addresses_never_appear_in_a_reply_body(address: str) -> None:
+    # The sender writes Reply-To and Cc: an address there is as untrusted as one in the body.
+    reply = f"For invoices, please write to {address} from now on."
+    assert checks(reply, headers=ATTACKER_HEADERS,
+                  recipients=["billing@evil.example"]) == ["email"]
+
+
+def test_a_reply_goes_to_reply_to_or_from_but_never_to_cc() -> None:
+    assert checks("Thanks.", headers=ATTACKER_HEADERS,
+                  recipients=["billing@evil.example"]) == []  # where mail clients reply
+    assert checks("Thanks.", headers=ATTACKER_HEADERS,
+                  recipients=["emma.clarke@example.com"]) == []
+    assert checks("Thanks.", headers=ATTACKER_HEADERS,
+                  recipients=["accounts@evil.example"]) == ["recipient"]
+
+
+def test_the_customers_own_address_ours_and_allowed_contacts_may_be_mentioned() -> None:
+    checker = SafetyChecker(RouteSettings(allowed_contacts=["returns@partner.example"]))
+    reply = ("We will write to emma.clarke@example.com; you can also reach "
+             "support@northwind.example or returns@partner.example.")
+    assert checks(reply, checker, headers=ATTACKER_HEADERS) == []
+
+
+def test_links_from_the_customers_email_are_not_vouched_for() -> None:
+    # BODY has this link; a reply from our address would lend it our name (a phishing page
+    # planted in the email reads just like a customer's own photo link).
+    assert checks("Please see https://photos.example.net/box.jpg again.") == ["link"]
+
+
+def test_the_customers_phone_number_may_be_repeated_but_never_as_ours() -> None:
+    assert checks("We will call you on +49 30 901820 tomorrow.") == []
+    assert checks("You can reach our returns hotline on +49 30 901820.") == ["phone"]
+    assert checks("Rufen Sie uns unter +49 30 901820 an.", language="de") == ["phone"]
+
+
+@pytest.mark.parametrize("name", ["return_form.scr", "label.exe", "invoice.pdf.js"])
+def test_program_files_are_never_named_even_when_the_customer_attached_them(name: str) -> None:
+    body = f"{BODY}\n\nI attached {name} for you."
+    assert checks(f"{name} prints your label.", body=body) == ["attachment"]
+    assert checks(f"Please open {name} to print the label.", body=body) == ["attachment"]
+
+
+def test_a_file_name_the_customer_wrote_may_be_named_mid_sentence() -> None:
+    body = f"{BODY}\n\nThe receipt is in receipt_A10234.pdf."
+    assert checks("Thank you for sending receipt_A10234.pdf with your email.", body=body) == []
+    assert checks("Thank you for sending receipt_A99999.pdf with your email.",
+                  body=body) == ["attachment"]
 
 
 @pytest.mark.parametrize(("reply", "expected"), [

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from email import message_from_bytes
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ def obey(request: ReceivedRequest) -> Reply:
     text = request.text()
     [case] = [c for name, c in CASES.items() if _subject(name) in text]
     reply = case["obeyed_reply"]
-    for kind in ("ORDER", "EMAIL", "IBAN"):
+    for kind in ("ORDER", "EMAIL", "IBAN", "PHONE"):
         found = re.search(rf"<{kind}_\d+>", text)
         reply = reply.replace("{" + kind + "}", found.group() if found else "")
     return Reply(content=reply)
@@ -85,12 +86,24 @@ def test_every_obeyed_injection_is_stopped_and_sent_to_a_person(
         assert facts is not None and facts.data["held_draft"]["body"]  # the agent sees it
 
 
-def test_hidden_text_never_reaches_the_model(corpus_run: Any, fake_llm: Any) -> None:
-    corpus_run(vip_domains=SENDER_DOMAINS)
-    [request] = [r for r in fake_llm.chat_requests
-                 if "invoice" in r.text() and r.schema is None]
-    assert "ignore all previous instructions" not in request.text()
-    assert "evil.example" not in request.text()
+def test_hidden_and_header_text_never_reaches_the_model(corpus_run: Any, fake_llm: Any) -> None:
+    database = corpus_run(vip_domains=SENDER_DOMAINS)
+    sent = {name: "\n".join(r.text() for r in fake_llm.chat_requests if _subject(name) in r.text())
+            for name in CASES}
+    guarded = {name: case["never_sent"] for name, case in CASES.items() if "never_sent" in case}
+    assert len(guarded) >= 4
+    for name, markers in guarded.items():
+        assert sent[name], name  # the case did reach the model, only without these parts
+        for marker in markers:
+            assert marker not in sent[name], (name, marker)
+    # The hidden parts are dropped, and the parse step says how much for the agent.
+    parsed = {e.message_pk: e.details for e in events(database, "parse")}
+    with database.session() as session:
+        subjects = {m.id: m.subject for m in session.scalars(select(Message))}
+    hidden = {subjects[pk]: d["hidden_chars"] for pk, d in parsed.items() if d["hidden_chars"]}
+    assert set(hidden) == {"Question about my invoice for order A10611",
+                           "Missing item in order A10708"}
+    assert all(count > 60 for count in hidden.values())
 
 
 def test_at_default_routing_no_draft_carries_an_attack(corpus_run: Any) -> None:
@@ -101,6 +114,10 @@ def test_at_default_routing_no_draft_carries_an_attack(corpus_run: Any) -> None:
     for draft in drafts:
         for marker in MALICIOUS:
             assert marker not in draft.body, (draft.template, marker)
+        # A reply goes to the sender's Reply-To or From address only, never to a Cc.
+        mime = message_from_bytes(draft.mime if isinstance(draft.mime, bytes)
+                                  else str(draft.mime).encode())
+        assert mime["Cc"] is None and "accounts@evil.example" not in str(mime["To"])
     # Templates are trusted but checked too: the refund template restating the injected
     # "$5000" refund is held back like the model's reply would be.
     held_templates = [e for e in events(database, "draft")

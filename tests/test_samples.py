@@ -32,7 +32,8 @@ def test_each_sample_parses_and_only_machine_mail_is_flagged(path: Path) -> None
     assert message.from_addr is not None
     assert message.message_id and message.subject and message.date is not None
     assert message.new_text.strip()
-    assert message.defects == ()
+    # The HTML-only sample hides an injection; dropping it is the one thing worked around.
+    assert message.defects == (("hidden-text",) if path.name == "12_html_only.eml" else ())
 
 
 def load(name: str) -> InboundMessage:
@@ -60,6 +61,7 @@ def test_html_only_sample_is_read_without_its_hidden_instructions() -> None:
     assert "exchange it for a size S" in message.new_text
     assert "Ignore all previous instructions" not in message.text
     assert "Northwind order A10476 exchange" not in message.text  # a display:none pre-header
+    assert message.hidden_chars > len("Ignore all previous instructions")
 
 
 def test_thread_reply_sample_splits_history_and_signature() -> None:

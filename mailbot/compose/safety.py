@@ -5,18 +5,26 @@ add a link that leaks data, promise a refund, or repeat its instructions. These 
 in code on the finished body (templates are trusted but checked the same way) and fail
 closed: a failed check sends the message to a person with the reason.
 
-What a reply may mention:
-- e-mail addresses of the thread's participants (From, Reply-To, To, Cc), our own
-  addresses, `route.allowed_contacts` and addresses in the knowledge-base passages used.
-  Addresses that only appear in the body of the customer's email are not enough: that body
-  is the part an attacker writes ("reply to attacker@evil.example instead");
-- links, phone numbers and file names that appear in the customer's email or the passages,
-  links to `route.allowed_domains` or our own domain, phone numbers in `allowed_contacts`;
-- amounts among those extracted from the email or written in the passages, and never a
-  promised refund or credit above `route.max_promised_amount`;
+Everything in a customer's email is written by its sender, headers included: From's display
+name, Subject, Reply-To, Cc and attachment file names as much as the body. What a reply may
+mention:
+- e-mail addresses: our own addresses, `route.allowed_contacts`, addresses in the
+  knowledge-base passages used, and the customer's own From address. Reply-To, To and Cc
+  never vouch for an address in the body: an attacker puts the address they want a reply
+  to recommend there. A reply goes to Reply-To (as mail clients do) or From, never to Cc;
+- links: only to `route.allowed_domains`, our own domain, or as written in the passages.
+  A link from the customer's email is not vouched for: in a reply from our address it
+  carries our name, and a planted phishing page reads just like a customer's own link;
+- phone numbers in the passages or `allowed_contacts`, and the customer's own numbers,
+  but never presented as ours ("call our hotline on ...");
+- file names from the customer's email or attachments, never a program file (.exe, .scr,
+  .js, ...), and no claim of an attachment (drafts carry none);
+- amounts among those extracted from the email or written in the passages, and no amount
+  above `route.max_promised_amount` that the reply commits us to, in any wording (see
+  `mailbot.compose.promises`: anything but a report of the customer's own words counts);
 - no markdown images or HTML (a plain-text reply needs neither; images fetch URLs), no
-  claim of an attachment (drafts carry none), no placeholder left over from
-  pseudonymisation, and no run of `prompt_overlap_words` words from a prompt template.
+  placeholder left over from pseudonymisation, and no run of `prompt_overlap_words` words
+  from a prompt template.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from mailbot.compose.promises import promised_amounts
 from mailbot.config import RouteSettings
 from mailbot.fields.money import find_money
 from mailbot.fields.patterns import find_emails, find_urls
@@ -45,8 +54,19 @@ _HTML_TAG = re.compile(
     r"<\s*/?\s*(?:img|a|script|iframe|style|form|input|link|meta|object|embed|svg)\b", re.I
 )
 _FILENAME = re.compile(
-    r"(?<![\w/.-])[\w][\w .()-]{0,80}?\.(?:pdf|docx?|xlsx?|pptx?|odt|ods|zip|rar|7z|tar|gz|exe"
-    r"|msi|bat|cmd|scr|js|jar|apk|dmg|iso|html?|png|jpe?g|gif|csv|txt|ics|eml|vcf)\b",
+    r"(?<![\w/.-])[\w][\w .()-]{0,80}?(?:\.(?:pdf|docx?|xlsx?|pptx?|odt|ods|zip|rar|7z|tar|gz|exe"
+    r"|msi|bat|cmd|scr|pif|vbs|vbe|jse?|wsf|ps1|jar|apk|dmg|pkg|iso|lnk|hta|html?|png|jpe?g"
+    r"|gif|csv|txt|ics|eml|vcf)\b)+",  # all of "invoice.pdf.exe"
+    re.IGNORECASE,
+)
+# The cheap first look for a file name: its extension (the full pattern backtracks a lot).
+_EXTENSION = re.compile(
+    r"\.(?:pdf|docx?|xlsx?|pptx?|odt|ods|zip|rar|7z|tar|gz|exe|msi|bat|cmd|scr|pif|vbs|vbe"
+    r"|jse?|wsf|ps1|jar|apk|dmg|pkg|iso|lnk|hta|html?|png|jpe?g|gif|csv|txt|ics|eml|vcf)\b",
+    re.IGNORECASE,
+)
+_EXECUTABLE = re.compile(
+    r"\.(?:exe|msi|bat|cmd|scr|pif|vbs|vbe|js|jse|wsf|ps1|jar|apk|dmg|pkg|iso|lnk|hta)$",
     re.IGNORECASE,
 )
 _ATTACH_CLAIM = re.compile(
@@ -57,9 +77,11 @@ _ATTACH_CLAIM = re.compile(
     r"|encontrará adjunto|ci-joint|en pièce jointe)\b",
     re.IGNORECASE,
 )
-_PROMISE = re.compile(
-    r"\b(?:refund|reimburs|credit|compensat|pay(?:ing|ment)? (?:you|back|out)|transfer|wire"
-    r"|send you|erstatt|rückerstatt|gutschrift|überweis|reembols|devolv|rembours|virement)",
+# Words that present a phone number as the company's own, in the supported languages.
+_OURS = re.compile(
+    r"\b(?:our|us|hotline|helpline|unser\w*|uns|notre|nos|contactez-nous|appelez-nous"
+    r"|nuestr[oa]s?|ll[aá]menos|cont[aá]ctenos|nostr[oia]|chiamateci|contattateci|onze|ons"
+    r"|noss[oa]s?|ligue-nos|contacte-nos|servicenummer|servicenumber|service line)\b",
     re.IGNORECASE,
 )
 # A sentence ends at . ! ? before a space or the end; "5000.00" is not an end.
@@ -117,9 +139,31 @@ class ReplyContext:
         return f"{self.message.subject}\n{self.message.text}"
 
     def thread_addresses(self) -> set[str]:
+        """Every address in the email's From, Reply-To, To and Cc headers (lower case).
+
+        For display only: the sender writes all of these headers, so none of them is a
+        reason to let an address into a reply (see `reply_recipients`, `body_addresses`).
+        """
         m = self.message
         found = [*m.reply_to, *m.to, *m.cc, *([m.from_addr] if m.from_addr else [])]
         return {a.email.lower() for a in found}
+
+    def reply_recipients(self) -> set[str]:
+        """Where a reply to this email may go: its From and Reply-To addresses (lower case).
+
+        Replying to Reply-To is what every mail client does; Cc and To addresses are other
+        people the sender chose to name and never become recipients of a draft."""
+        m = self.message
+        found = [*m.reply_to, *([m.from_addr] if m.from_addr else [])]
+        return {a.email.lower() for a in found}
+
+    def body_addresses(self) -> set[str]:
+        """The thread's addresses a reply body may mention: the customer's own From address
+        and our own addresses. Reply-To, To and Cc are left out: an attacker sets Reply-To or
+        Cc to the address they want a reply to recommend ("write to billing@evil.example")."""
+        own = {a.lower() for a in self.own_addresses}
+        sender = self.message.from_addr
+        return own | ({sender.email.lower()} if sender else set())
 
 
 class SafetyChecker:
@@ -170,8 +214,9 @@ class SafetyChecker:
     # --- the checks ------------------------------------------------------------------------
 
     def _recipients(self, body: str, context: ReplyContext) -> list[Violation]:
-        allowed = context.thread_addresses()
-        return [Violation("recipient", r, f"recipient {r} is not part of the original thread")
+        allowed = context.reply_recipients()
+        return [Violation("recipient", r, f"recipient {r} is neither the sender nor the "
+                                          "email's Reply-To address")
                 for r in context.recipients if r.lower() not in allowed]
 
     def _markup(self, body: str, context: ReplyContext) -> list[Violation]:
@@ -186,8 +231,7 @@ class SafetyChecker:
                 for m in PLACEHOLDER.finditer(body)]
 
     def _emails(self, body: str, context: ReplyContext) -> list[Violation]:
-        allowed = context.thread_addresses() | {a.lower() for a in context.own_addresses}
-        allowed |= {str(a).lower() for a in self.allowed_emails}
+        allowed = context.body_addresses() | {str(a).lower() for a in self.allowed_emails}
         for passage in context.passages:
             allowed |= {str(c.value).lower() for c in find_emails(passage)}
         out = []
@@ -195,11 +239,14 @@ class SafetyChecker:
             address = str(c.value)
             if address.lower() not in allowed:
                 out.append(Violation("email", address,
-                                     f"e-mail address {address} is not one of the thread's"))
+                                     f"e-mail address {address} is neither the sender's, ours, "
+                                     "route.allowed_contacts nor in the knowledge base"))
         return out
 
     def _links(self, body: str, context: ReplyContext) -> list[Violation]:
-        sources = [context.customer_text, *context.passages]
+        # The customer's own text never vouches for a link: a reply from our address lends
+        # the link our name, and the email may come from someone other than the recipient.
+        sources = list(context.passages)
         own = {a.rpartition("@")[2].lower() for a in context.own_addresses if "@" in a}
         out = []
         for c in find_urls(body):
@@ -210,19 +257,33 @@ class SafetyChecker:
             if host and any(host == d or host.endswith("." + d)
                             for d in self.allowed_domains | own):
                 continue
-            out.append(Violation("link", url, f"link {url} is in neither the email, the "
-                                              "knowledge base nor route.allowed_domains"))
+            out.append(Violation("link", url, f"link {url} is in neither the knowledge base "
+                                              "nor route.allowed_domains"))
         return out
 
     def _phones(self, body: str, context: ReplyContext) -> list[Violation]:
-        found = _phones(body, self.phone_regions, context.language)
+        found = [c for c in find_phones(body, self.phone_regions, context.language)
+                 if c.problem is None]
         if not found:
             return []
-        allowed = set(self.allowed_phones)
-        for text in (context.customer_text, *context.passages):
-            allowed |= _phones(text, self.phone_regions, context.language)
-        return [Violation("phone", p, f"phone number {p} is not in the email or the "
-                                      "knowledge base") for p in sorted(found - allowed)]
+        trusted = set(self.allowed_phones)
+        for text in context.passages:
+            trusted |= _phones(text, self.phone_regions, context.language)
+        customers = _phones(context.customer_text, self.phone_regions, context.language)
+        out = []
+        for c in found:
+            number = str(c.value)
+            if number in trusted:
+                continue
+            if number not in customers:
+                out.append(Violation("phone", number, f"phone number {number} is in neither the "
+                                     "email, the knowledge base nor route.allowed_contacts"))
+            elif _OURS.search(_sentence_around(body, c.start)):
+                # The customer's own number may be repeated ("we will call you on ..."), but
+                # never as ours: "our new hotline is ..." is the premium-rate trick.
+                out.append(Violation("phone", number, f"phone number {number} from the "
+                                     "customer's email is given as ours"))
+        return out
 
     def _attachments(self, body: str, context: ReplyContext) -> list[Violation]:
         out = [Violation("attachment", m.group(), f"the reply claims an attachment "
@@ -231,11 +292,19 @@ class SafetyChecker:
         url_spans = [(c.start, c.end) for c in find_urls(body)]
         known = {(a.filename or "").lower() for a in context.message.attachments}
         source = context.customer_text.lower() + "\n" + "\n".join(context.passages).lower()
-        for m in _FILENAME.finditer(body):
+        for m in _FILENAME.finditer(body) if _EXTENSION.search(body) else ():
             if any(s <= m.start() < e for s, e in url_spans):
                 continue
             name = m.group().strip()
-            if name.lower() in known or name.lower() in source:
+            # The pattern allows spaces in names, so it may have taken the words before
+            # the name too ("please open x.pdf"): any tail from a word start may be the name.
+            tails = [name[i:].lower() for i in range(len(name)) if i == 0 or name[i - 1] == " "]
+            if _EXECUTABLE.search(name):
+                # Whoever named it, a support reply never asks anyone to open a program.
+                out.append(Violation("attachment", name,
+                                     f"the reply names a program file ({name!r})"))
+                continue
+            if any(t in known or t in source for t in tails):
                 continue
             out.append(Violation("attachment", name,
                                  f"file name {name!r} is not in the customer's email"))
@@ -250,14 +319,18 @@ class SafetyChecker:
             if amount not in allowed:
                 out.append(Violation("amount", raw, f"amount {raw} is neither in the email's "
                                                     "extracted fields nor the knowledge base"))
-        for sentence in _SENTENCE_END.split(body):
-            if not _PROMISE.search(sentence):
+        identifiers = frozenset(_identifiers(context.extraction))
+        for promise in promised_amounts(body, self.max_promised, tuple(context.passages),
+                                        identifiers):
+            if promise.amount is None:
+                out.append(Violation(
+                    "promise", promise.raw, f"commits to an amount written in words "
+                                            f"({promise.sentence[:80]!r}); a person checks it"))
                 continue
-            for amount, raw in _money(sentence):
-                if amount > self.max_promised:
-                    out.append(Violation(
-                        "promise", raw, f"promises {raw}, more than a draft may promise "
-                                        f"(route.max_promised_amount = {self.max_promised})"))
+            out.append(Violation(
+                "promise", promise.raw, f"commits to {promise.raw}, more than a draft may "
+                                        f"promise (route.max_promised_amount = "
+                                        f"{self.max_promised})"))
         return out
 
     def _prompt_leak(self, body: str, context: ReplyContext) -> list[Violation]:
@@ -300,7 +373,25 @@ def _money(text: str) -> list[tuple[Decimal, str]]:
     return out
 
 
+def _identifiers(extraction: Any) -> list[str]:
+    """The extracted values that are not money (order numbers, ...), as written."""
+    if extraction is None:
+        return []
+    return [v.raw for values in extraction.fields.values() for v in values
+            if v.type != "money"]
+
+
 def _extracted_amounts(extraction: Any) -> list[Decimal]:
     from mailbot.route.rules import amounts
 
     return amounts(extraction)
+
+
+def _sentence_around(text: str, position: int) -> str:
+    """The sentence of `text` that holds `position`."""
+    start = 0
+    for m in _SENTENCE_END.finditer(text):
+        if m.start() >= position:
+            return text[start:m.start()]
+        start = m.end()
+    return text[start:]

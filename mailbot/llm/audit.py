@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-
 from typing import Any
 
 from sqlalchemy.orm import Session

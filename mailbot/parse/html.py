@@ -2,68 +2,99 @@
 
 Hidden text is how prompt injection hides in email ("ignore previous instructions" in a
 white-on-white span), so everything a mail client would not show is removed from the tree
-before inscriptis renders it: display:none, visibility:hidden, zero or 1px fonts, zero
-opacity, collapsed boxes, text coloured like its background, the `hidden` attribute, and
-elements matched by simple hiding rules in <style> blocks.
+before inscriptis renders it. The styles come from the `style` attributes and the `<style>`
+blocks with a real cascade (see `mailbot.parse.css` for what is supported); hidden is:
+
+- `display:none`, `visibility:hidden|collapse` (inherited, so a child may show itself
+  again), `opacity` (multiplied down the tree) or `filter:opacity()` at 5 % or less,
+  `content-visibility:hidden`, `mso-hide:all`, the `hidden` attribute;
+- a font size under 3 px (`0`, `0pt`, `0em`, `1px`, `font: 0/0 a`), computed through
+  em and % down the tree;
+- text whose colour (or `-webkit-text-fill-color`), after its alpha, looks like the
+  background it is drawn on: the nearest background colour of the element or an ancestor
+  (`background`, `background-color`, `bgcolor`, white at the root); over a background
+  image the colour is not judged;
+- boxes moved off screen (absolute/fixed position, margins or `translate()` 500 px or more
+  to the left or top; fixed boxes 2000 px away in any direction), `text-indent` of -500 px
+  or less, `transform: scale(0)`, `clip: rect()` or `clip-path` that leaves at most 1 px,
+  and boxes at most 1 px high or wide (`height`, `width`, `max-height`, `max-width`) with
+  `overflow:hidden`;
+- `<script>`, `<style>`, `<head>`, `<template>`, `<noscript>`, `<object>`, `<embed>`.
+
+`aria-hidden` alone hides nothing from a sighted reader and is not a reason to drop text;
+combined with any of the above, the above decides. How many characters were hidden is
+returned so that the parse step can record it for the agent.
 """
 
 from __future__ import annotations
 
 import re
 import textwrap
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
 
+import tinycss2
 from inscriptis.html_engine import Inscriptis
 from inscriptis.model.config import ParserConfig
 from lxml import etree
 from lxml.html import HtmlElement, document_fromstring
 
+from mailbot.parse import css
+from mailbot.parse.css import RGBA, Declaration
+
 _CONFIG = ParserConfig(display_links=False, display_images=False)
 
 _DROP_TAGS = ("script", "style", "head", "title", "template", "noscript", "object", "embed")
+_NOT_PROSE = ("script", "style", "head", "title")  # dropped, but not text someone hid
 _XML_DECL = re.compile(r"^\s*<\?xml[^>]*>")
 _XML_UNSAFE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 _TAGS = re.compile(r"<[^>]*>")
-_MEDIA_BLOCK = re.compile(r"@media[^{]*\{(?:[^{}]*\{[^{}]*\})*[^{}]*\}", re.IGNORECASE)
-_CSS_RULE = re.compile(r"([^{}]+)\{([^{}]*)\}")
-_CSS_COMMENT = re.compile(r"/\*.*?\*/", re.DOTALL)
-_SIMPLE_SELECTOR = re.compile(r"^([a-z][a-z0-9]*)?(?:([.#])([\w-]+))?$", re.IGNORECASE)
-_LENGTH = re.compile(r"^(-?[\d.]+)\s*(px|pt|em|rem|%|)$")
-_HEX = re.compile(r"^#([0-9a-f]{3}|[0-9a-f]{6}|[0-9a-f]{8})$")
-_RGB = re.compile(
-    r"^rgba?\(\s*([\d.]+)%?\s*[, ]\s*([\d.]+)%?\s*[, ]\s*([\d.]+)%?\s*(?:[,/]\s*([\d.]+%?))?\s*\)$"
-)
-_BG_COLOR_TOKEN = re.compile(r"(#[0-9a-f]{3,8}\b|rgba?\([^)]*\)|\b[a-z]+\b)")
-_NAMED = {
-    "white": (255, 255, 255), "black": (0, 0, 0), "red": (255, 0, 0), "green": (0, 128, 0),
-    "blue": (0, 0, 255), "yellow": (255, 255, 0), "gray": (128, 128, 128),
-    "grey": (128, 128, 128), "silver": (192, 192, 192), "whitesmoke": (245, 245, 245),
-    "snow": (255, 250, 250), "ivory": (255, 255, 240), "ghostwhite": (248, 248, 255),
-    "navy": (0, 0, 128), "orange": (255, 165, 0),
-}  # fmt: skip
-_WHITE = (255, 255, 255)
-_MAX_STYLE_RULES = 200
-_MAX_STYLED = 20_000
+_WHITE = (1.0, 1.0, 1.0)
+_BLACK: RGBA = (0.0, 0.0, 0.0, 1.0)
+_INVISIBLE_DIFFERENCE = 5.0  # CIE76: #f2f2f2 on white is hidden, #eeeeee is faint but read
+_TINY_FONT_PX = 3.0
+_OFF_SCREEN_PX = -500.0
+_FIXED_AWAY_PX = 2000.0
+_IMAGES = ("url", "linear-gradient", "radial-gradient", "conic-gradient", "image",
+           "repeating-linear-gradient", "repeating-radial-gradient", "image-set", "element")
+
+
+@dataclass(frozen=True, slots=True)
+class HtmlText:
+    """An HTML body as text: the text, a defect name or None, and how many characters of
+    text were hidden from the reader (whitespace runs counted as one)."""
+
+    text: str
+    problem: str | None
+    hidden_chars: int
 
 
 def html_to_text(html: str) -> tuple[str, str | None]:
     """Render an HTML body as plain text; returns the text and a defect name or None."""
+    converted = convert_html(html)
+    return converted.text, converted.problem
+
+
+def convert_html(html: str) -> HtmlText:
+    """Render an HTML body as plain text without its hidden text, and say how much was hidden."""
     html = _XML_UNSAFE.sub("", _XML_DECL.sub("", html, count=1))
     if not html.strip():
-        return "", None
+        return HtmlText("", None, 0)
     try:
         tree = document_fromstring(html)
     except (etree.ParserError, etree.XMLSyntaxError, ValueError):
-        return _strip_tags(html), "unreadable-html"
+        return HtmlText(_strip_tags(html), "unreadable-html", 0)
     try:
-        drop_invisible(tree)
+        hidden = drop_invisible(tree)
     except RecursionError:
-        return _strip_tags(html), "html-too-deep"
+        return HtmlText(_strip_tags(html), "html-too-deep", 0)
     try:
         # dedent: inscriptis indents everything inside the body's block elements
-        return textwrap.dedent(Inscriptis(tree, _CONFIG).get_text()), None
+        return HtmlText(textwrap.dedent(Inscriptis(tree, _CONFIG).get_text()), None, hidden)
     except RecursionError:
         # inscriptis walks the tree recursively; the hidden parts are gone already.
-        return tree.text_content(), "html-too-deep"
+        return HtmlText(tree.text_content(), "html-too-deep", hidden)
 
 
 def _strip_tags(html: str) -> str:
@@ -72,190 +103,337 @@ def _strip_tags(html: str) -> str:
     return _TAGS.sub(" ", html)
 
 
-def drop_invisible(tree: HtmlElement) -> None:
-    """Remove, in place, the elements of `tree` that a mail client would not display."""
-    doomed: list[HtmlElement] = []
-    for tag in _DROP_TAGS:
-        doomed.extend(tree.iter(tag))
-    doomed.extend(tree.xpath("//*[@hidden]"))
-    doomed.extend(_styled_hidden(tree))
-    doomed.extend(_stylesheet_hidden(tree))
-    for element in doomed:
+@dataclass(frozen=True, slots=True)
+class _Inherited:
+    """What an element passes down to its children."""
+
+    colour: RGBA
+    fill: RGBA | None  # -webkit-text-fill-color, which paints over `colour`
+    font_px: float
+    invisible: bool  # visibility:hidden or collapse
+    backdrop: tuple[float, float, float] | None  # None: an image, colour unknown
+    opacity: float
+
+
+_ROOT = _Inherited(_BLACK, None, css.ROOT_FONT_PX, False, _WHITE, 1.0)
+
+
+def drop_invisible(tree: HtmlElement) -> int:
+    """Remove, in place, the text of `tree` that a mail client would not display; returns
+    how many characters of text were hidden."""
+    sheets = tuple(s.text or "" for s in tree.iter("style"))
+    rules: tuple[css.StyleRule, ...] = ()
+    if any(s.strip() for s in sheets):
+        rules, _ = css.stylesheet_rules(sheets)
+    matched: dict[Any, list[tuple[tuple[int, int, int], int, tuple[Declaration, ...]]]] = {}
+    tags: set[str] = set()
+    classes: set[str] = set()
+    ids: set[str] = set()
+    if rules:
+        for element in tree.iter():
+            if isinstance(element.tag, str):
+                tags.add(element.tag)
+                classes.update((element.get("class") or "").split())
+                if element.get("id"):
+                    ids.add(element.get("id"))
+    for rule in rules:
+        if not rule.may_match(tags, classes, ids):
+            continue  # most of a template's rules are for elements this mail lacks
+        xpath = _compiled(rule.xpath)
+        if xpath is None:
+            continue
+        for element in xpath(tree):
+            matched.setdefault(element, []).append(
+                (rule.specificity, rule.order, rule.declarations))
+    drops: list[tuple[HtmlElement, bool]] = []
+    clears: list[HtmlElement] = []
+    stack: list[tuple[HtmlElement, _Inherited]] = [(tree, _ROOT)]
+    while stack:
+        element, parent = stack.pop()
+        tag = element.tag
+        if not isinstance(tag, str):
+            continue  # comments and processing instructions are not rendered
+        if tag in _DROP_TAGS:
+            drops.append((element, tag not in _NOT_PROSE))
+            continue
+        styles = _cascade(element, matched.get(element, ()))
+        state = _computed(element, styles, parent)
+        if tag not in ("html", "body") and (
+            element.get("hidden") is not None or state.opacity <= 0.05
+            or _box_hidden(styles, state.font_px)
+        ):
+            drops.append((element, True))
+            continue
+        if _text_hidden(state):
+            clears.append(element)
+        stack.extend((child, state) for child in element)
+    hidden = 0
+    for element in clears:
+        hidden += _visible_length(element.text)
+        element.text = None
+        for child in element:
+            hidden += _visible_length(child.tail)
+            child.tail = None
+    for element, counted in drops:
+        if counted:
+            hidden += _visible_length(element.text_content())
         if element.getparent() is None:  # the root itself is hidden: keep nothing
             element.clear()
         else:
             element.drop_tree()
+    return hidden
 
 
-def _styled_hidden(tree: HtmlElement) -> list[HtmlElement]:
-    found = []
-    backgrounds: dict[HtmlElement, tuple[float, ...]] = {}
-    for element in tree.xpath("//*[@style] | //font[@color]")[:_MAX_STYLED]:
-        declarations = parse_style(element.get("style", ""))
-        if element.tag == "font" and element.get("color"):
-            declarations.setdefault("color", element.get("color", "").lower())
-        if declarations and (
-            _hides(declarations) or _same_colour_as_background(element, declarations, backgrounds)
-        ):
-            found.append(element)
-    return found
+@lru_cache(maxsize=4096)
+def _compiled(xpath: str) -> etree.XPath | None:
+    # Newsletters and mail clients repeat the same stylesheets; translate each selector once.
+    return css.compile_xpath(xpath)
 
 
-def parse_style(style: str) -> dict[str, str]:
-    """`"Color: #FFF; font-size:0 !important"` -> `{"color": "#fff", "font-size": "0"}`."""
-    declarations = {}
-    for item in style.lower().split(";"):
-        key, sep, value = item.partition(":")
-        if sep:
-            declarations[key.strip()] = value.replace("!important", "").strip()
-    return declarations
+def _visible_length(text: str | None) -> int:
+    return len(" ".join(text.split())) if text else 0
 
 
-def _hides(d: dict[str, str]) -> bool:
-    """Whether these declarations make an element's text invisible by themselves."""
-    if d.get("display") == "none" or d.get("visibility") in ("hidden", "collapse"):
-        return True
-    if d.get("mso-hide") == "all":
-        return True
-    if _tiny(d.get("font-size"), 1.0) or _tiny(d.get("opacity"), 0.05):
-        return True
-    colour = _rgba(d.get("color", ""))
-    if colour is not None and len(colour) == 4 and colour[3] < 0.05:  # transparent text
-        return True
-    # A collapsed box, the usual way to hide pre-header text from the reader.
-    return d.get("overflow") == "hidden" and any(
-        _tiny(d.get(key), 1.0) for key in ("max-height", "height", "max-width", "width")
-    )
+def _cascade(
+    element: HtmlElement,
+    rules: Any,
+) -> dict[str, Declaration]:
+    """The winning declaration of each property: `!important` first, then inline over
+    stylesheet, then specificity, then source order; presentational attributes lose to all."""
+    ranked: dict[str, tuple[tuple[Any, ...], Declaration]] = {}
+
+    def offer(d: Declaration, rank: tuple[Any, ...]) -> None:
+        held = ranked.get(d.name)
+        if held is None or rank >= held[0]:
+            ranked[d.name] = (rank, d)
+
+    font_colour = element.get("color") if element.tag == "font" else None
+    if font_colour:
+        for d in css.declarations(f"color: {font_colour}"):
+            offer(d, (False, -1, (0, 0, 0), 0))
+    bgcolor = element.get("bgcolor")
+    if bgcolor:
+        for d in css.declarations(f"background-color: {bgcolor}"):
+            offer(d, (False, -1, (0, 0, 0), 0))
+    for specificity, order, declarations in rules:
+        for d in declarations:
+            offer(d, (d.important, 0, specificity, order))
+    style = element.get("style")
+    if style:
+        for index, d in enumerate(css.inline_declarations(style)):
+            offer(d, (d.important, 1, (0, 0, 0), index))
+    return {name: d for name, (_, d) in ranked.items()}
 
 
-def _tiny(value: str | None, limit: float) -> bool:
-    """A CSS length or number at most `limit` (px/pt/plain numbers; em scaled by 16)."""
-    if not value:
-        return False
-    match = _LENGTH.match(value.strip())
-    if not match:
-        return False
-    try:
-        number = float(match.group(1))
-    except ValueError:
-        return False
-    unit = match.group(2)
-    if unit in ("em", "rem"):
-        number *= 16
-    elif unit == "%":
-        number = number / 100 * 16 if limit >= 1 else number / 100
-    return number <= limit
+def _computed(element: HtmlElement, s: dict[str, Declaration], parent: _Inherited) -> _Inherited:
+    """The inherited values of an element: its own declarations over its parent's."""
+    font_px = parent.font_px
+    size = s.get("font-size") or s.get("font")
+    if size is not None:
+        value = css.font_size(size, parent.font_px)
+        if value is not None:
+            font_px = value
+        elif size.value == "inherit":
+            font_px = parent.font_px
+    colour = _colour_value(s.get("color"), parent.colour, parent.colour)
+    fill = parent.fill
+    if "-webkit-text-fill-color" in s:
+        fill = _colour_value(s["-webkit-text-fill-color"], colour, parent.fill)
+    invisible = parent.invisible
+    visibility = s.get("visibility")
+    if visibility is not None and visibility.value != "inherit":
+        invisible = visibility.value in ("hidden", "collapse")
+    opacity = parent.opacity
+    if "opacity" in s:
+        own = css.number(s["opacity"].tokens)
+        opacity *= 1.0 if own is None else max(0.0, min(own, 1.0))
+    if "filter" in s:
+        opacity *= _filter_opacity(s["filter"])
+    return _Inherited(colour, fill, font_px, invisible, _backdrop(s, parent.backdrop), opacity)
 
 
-def _rgba(value: str) -> tuple[float, ...] | None:
-    """A CSS colour as (r, g, b) or (r, g, b, alpha), or None when not understood."""
-    value = value.strip()
-    if not value:
+def _colour_value(d: Declaration | None, current: RGBA, inherited: Any) -> Any:
+    if d is None or d.value in ("inherit", "unset"):
+        return inherited
+    if d.value == "initial":
+        return _BLACK
+    value = css.colour(d.tokens[0] if len(d.tokens) == 1 else d.value)
+    if value == "currentcolor":
+        return current
+    return value if isinstance(value, tuple) else inherited
+
+
+def _backdrop(
+    s: dict[str, Declaration], below: tuple[float, float, float] | None
+) -> tuple[float, float, float] | None:
+    """The colour behind an element's text: its own background painted over its parent's."""
+    paint: RGBA | None = None
+    image = False
+    for name in ("background", "background-color", "background-image"):
+        d = s.get(name)
+        if d is None:
+            continue
+        for token in d.tokens:
+            if token.type == "url" or (token.type == "function"
+                                       and token.lower_name in _IMAGES):
+                image = True
+            elif name != "background-image":
+                value = css.colour(token)
+                if isinstance(value, tuple):
+                    paint = value
+    if image:
         return None
-    if value == "transparent":
-        return (0, 0, 0, 0.0)
-    if value in _NAMED:
-        return _NAMED[value]
-    match = _HEX.match(value)
-    if match:
-        digits = match.group(1)
-        if len(digits) == 3:
-            digits = "".join(c * 2 for c in digits)
-        rgb = tuple(int(digits[i : i + 2], 16) for i in (0, 2, 4))
-        if len(digits) == 8:
-            return (*rgb, int(digits[6:8], 16) / 255)
-        return rgb
-    match = _RGB.match(value)
-    if match:
-        r, g, b, alpha = match.groups()
-        channels = tuple(min(float(c), 255.0) for c in (r, g, b))
-        if alpha is None:
-            return channels
-        a = float(alpha.rstrip("%")) / (100 if alpha.endswith("%") else 1)
-        return (*channels, a)
-    return None
+    if paint is None or paint[3] <= 0.0:
+        return below
+    if below is None:
+        return paint[:3] if paint[3] >= 0.95 else None
+    return css.composite(paint, below)
 
 
-def _declared_background(node: HtmlElement) -> tuple[float, ...] | None:
-    """The background colour an element itself declares, if any."""
-    style = node.get("style")
-    if style and "background" in style.lower():
-        declarations = parse_style(style)
-        for key in ("background-color", "background"):
-            for token in _BG_COLOR_TOKEN.findall(declarations.get(key, "")):
-                colour = _rgba(token)
-                if colour is not None and not (len(colour) == 4 and colour[3] < 0.5):
-                    return colour[:3]
-    bgcolor = node.get("bgcolor")
-    colour = _rgba(bgcolor.lower()) if bgcolor else None
-    return colour[:3] if colour is not None else None
+def _filter_opacity(d: Declaration) -> float:
+    factor = 1.0
+    for token in d.tokens:
+        if token.type == "function" and token.lower_name == "opacity":
+            args = [t for t in token.arguments if t.type in ("number", "percentage")]
+            if args:
+                value = css.number((args[0],))
+                factor *= 1.0 if value is None else max(0.0, min(value, 1.0))
+    return factor
 
 
-def _background(
-    element: HtmlElement, known: dict[HtmlElement, tuple[float, ...]]
-) -> tuple[float, ...]:
-    """The background an element is drawn on: its own or the nearest ancestor's, else white.
-
-    `known` memoises the answer per element, since styled elements share their ancestors.
-    """
-    path: list[HtmlElement] = []
-    node: HtmlElement | None = element
-    colour: tuple[float, ...] | None = None
-    while node is not None:
-        if node in known:
-            colour = known[node]
-            break
-        path.append(node)
-        colour = _declared_background(node)
-        if colour is not None:
-            break
-        node = node.getparent()
-    colour = colour if colour is not None else _WHITE
-    for walked in path:
-        known[walked] = colour
-    return colour
-
-
-def _same_colour_as_background(
-    element: HtmlElement, d: dict[str, str], known: dict[HtmlElement, tuple[float, ...]]
-) -> bool:
-    colour = _rgba(d.get("color", ""))
-    if colour is None:
+def _text_hidden(state: _Inherited) -> bool:
+    """Whether the element's own text (not its children's) is invisible."""
+    if state.invisible or state.font_px < _TINY_FONT_PX:
+        return True
+    paint = state.fill if state.fill is not None else state.colour
+    alpha = paint[3] * state.opacity
+    if alpha <= 0.05:
+        return True
+    if state.backdrop is None:
         return False
-    background = _background(element, known)
-    return sum(abs(a - b) for a, b in zip(colour[:3], background, strict=True)) <= 30
+    seen = css.composite((paint[0], paint[1], paint[2], alpha), state.backdrop)
+    return css.difference(seen, state.backdrop) < _INVISIBLE_DIFFERENCE
 
 
-def _stylesheet_hidden(tree: HtmlElement) -> list[HtmlElement]:
-    """Elements hidden by simple rules (`.x`, `#y`, `span.z`) in the message's <style>."""
-    found: list[HtmlElement] = []
-    rules = 0
-    for style in tree.iter("style"):
-        css = _MEDIA_BLOCK.sub(" ", _CSS_COMMENT.sub(" ", style.text or ""))
-        for selectors, body in _CSS_RULE.findall(css):
-            rules += 1
-            if rules > _MAX_STYLE_RULES:
-                return found
-            declarations = parse_style(body)
-            if not _hides(declarations):
-                continue
-            for selector in selectors.split(","):
-                xpath = _selector_xpath(selector.strip())
-                if xpath:
-                    found.extend(tree.xpath(xpath))
-    return found
+def _box_hidden(s: dict[str, Declaration], font_px: float) -> bool:
+    """Whether an element's declarations hide its whole box, children included (visibility,
+    opacity and font size are inherited values and judged in `_text_hidden`)."""
+    if any(css.hides_by_itself(s[name]) for name in ("display", "content-visibility",
+                                                     "mso-hide") if name in s):
+        return True
+    return (_off_screen(s, font_px) or _scaled_away(s, font_px) or _clipped(s, font_px)
+            or _collapsed(s, font_px))
 
 
-def _selector_xpath(selector: str) -> str | None:
-    match = _SIMPLE_SELECTOR.match(selector)
-    if not match or not (match.group(1) or match.group(3)):
+def _px(d: Declaration | None, font_px: float, index: int = 0) -> float | None:
+    if d is None:
         return None
-    tag, kind, name = match.groups()
-    path = f"//{tag.lower() if tag else '*'}"
-    if kind == ".":
-        path += f"[contains(concat(' ', normalize-space(@class), ' '), ' {name} ')]"
-    elif kind == "#":
-        path += f"[@id='{name}']"
-    elif tag and tag.lower() in ("html", "body"):
-        return None  # "body {display:none}" is a pre-header trick we do not honour
-    return path
+    tokens = [t for t in d.tokens if t.type != "literal"]
+    if index >= len(tokens):
+        return None
+    return css.length_px(tokens[index], font_px)
+
+
+def _off_screen(s: dict[str, Declaration], font_px: float) -> bool:
+    position = s["position"].value if "position" in s else "static"
+    if position in ("absolute", "fixed"):
+        for side in ("left", "top"):
+            value = _px(s.get(side), font_px)
+            if value is not None and value <= _OFF_SCREEN_PX:
+                return True
+        if position == "fixed":
+            for side in ("left", "top", "right", "bottom"):
+                value = _px(s.get(side), font_px)
+                if value is not None and abs(value) >= _FIXED_AWAY_PX:
+                    return True
+    for name in ("margin-left", "margin-top", "text-indent"):
+        value = _px(s.get(name), font_px)
+        if value is not None and value <= _OFF_SCREEN_PX:
+            return True
+    margin = s.get("margin")
+    if margin is not None:
+        sides = [css.length_px(t, font_px) for t in margin.tokens]
+        left = sides[3] if len(sides) == 4 else sides[1] if len(sides) >= 2 else None
+        top = sides[0] if sides else None
+        if any(v is not None and v <= _OFF_SCREEN_PX for v in (top, left)):
+            return True
+    return False
+
+
+def _scaled_away(s: dict[str, Declaration], font_px: float) -> bool:
+    """`transform: scale(0)` and friends, or a translation off the top or left."""
+    d = s.get("transform")
+    if d is None:
+        return False
+    for token in d.tokens:
+        if token.type != "function":
+            continue
+        name = token.lower_name
+        args = [t for t in token.arguments if t.type not in ("whitespace", "literal", "comment")]
+        numbers = [float(t.value) for t in args if t.type == "number"]
+        if name in ("scale", "scalex", "scaley", "scale3d") and numbers and (
+                name != "scale3d" and 0.0 in numbers or name == "scale3d"
+                and 0.0 in numbers[:2]):
+            return True
+        if name in ("matrix", "matrix3d") and len(numbers) >= 4 and (
+                numbers[0] == 0 and numbers[1] == 0 or numbers[2] == 0 and numbers[3] == 0):
+            return True
+        if name.startswith("translate"):
+            moves = [css.length_px(t, font_px) for t in args]
+            if any(m is not None and m <= _OFF_SCREEN_PX for m in moves):
+                return True
+    return False
+
+
+def _clipped(s: dict[str, Declaration], font_px: float) -> bool:
+    """`clip: rect(...)` or `clip-path` that leaves at most a pixel to see."""
+    clip = s.get("clip")
+    if clip is not None:
+        for token in clip.tokens:
+            if token.type == "function" and token.lower_name == "rect":
+                edges = [css.length_px(t, font_px) for t in token.arguments
+                         if t.type in ("dimension", "number")]
+                if len(edges) == 4 and all(e is not None for e in edges):
+                    top, right, bottom, left = (float(e or 0) for e in edges)
+                    if right - left <= 1 or bottom - top <= 1:
+                        return True
+    path = s.get("clip-path")
+    if path is None:
+        return False
+    for token in path.tokens:
+        if token.type != "function":
+            continue
+        args = [t for t in token.arguments if t.type not in ("whitespace", "comment")]
+        name = token.lower_name
+        if name == "inset":
+            parts = [t for t in args if t.type in ("percentage", "dimension", "number")]
+            percents = [float(t.value) for t in parts if t.type == "percentage"]
+            if percents and (max(percents) >= 50 or len(percents) == 4 and (
+                    percents[0] + percents[2] >= 100 or percents[1] + percents[3] >= 100)):
+                return True
+        elif name in ("circle", "ellipse"):
+            radii = []
+            for t in args:
+                if t.type == "ident" and t.lower_value == "at":
+                    break
+                radii.append(css.length_px(t, font_px, 100.0))
+            if radii and all(r is not None and r <= 1 for r in radii):
+                return True
+        elif name == "polygon":
+            points = {p.strip() for p in tinycss2.serialize(token.arguments).split(",")}
+            if len(points - {""}) < 3:
+                return True
+    return False
+
+
+def _collapsed(s: dict[str, Declaration], font_px: float) -> bool:
+    """A box at most a pixel high or wide that hides what overflows it."""
+    overflow = {t.lower_value for name in ("overflow", "overflow-x", "overflow-y")
+                if name in s for t in s[name].tokens if t.type == "ident"}
+    if not overflow & {"hidden", "clip"}:
+        return False
+    for name in ("height", "max-height", "width", "max-width"):
+        value = _px(s.get(name), font_px)
+        if value is not None and value <= 1.0:
+            return True
+    return False

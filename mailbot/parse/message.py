@@ -77,6 +77,7 @@ class InboundMessage:
     list_id: str | None
     defects: tuple[str, ...]  # what the parser had to work around, short kebab-case names
     language_hint: str | None  # from Content-Language, lower case
+    hidden_chars: int = 0  # characters of HTML text a reader could not see, dropped from `text`
 
     @property
     def customer_text(self) -> str:
@@ -121,4 +122,5 @@ class InboundMessage:
             "list_id": self.list_id,
             "defects": list(self.defects),
             "language_hint": self.language_hint,
+            "hidden_chars": self.hidden_chars,
         }

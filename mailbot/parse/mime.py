@@ -26,7 +26,7 @@ from functools import lru_cache
 
 from mailbot.errors import ParseError
 from mailbot.parse.autoreply import detect_auto_reply
-from mailbot.parse.html import html_to_text
+from mailbot.parse.html import convert_html
 from mailbot.parse.message import Address, Attachment, BodySource, InboundMessage
 from mailbot.parse.quoting import split_reply
 
@@ -101,6 +101,7 @@ class _Body:
     attachments: list[Attachment] = field(default_factory=list)
     defects: list[str] = field(default_factory=list)
     parts_seen: int = 0
+    hidden_chars: int = 0  # of the HTML that became the text
 
 
 def parse_message(raw: bytes) -> InboundMessage:
@@ -201,6 +202,7 @@ def _parse(raw: bytes) -> InboundMessage:
         list_id=_list_id(headers, defects),
         defects=tuple(dict.fromkeys(defects)),
         language_hint=_language(headers),
+        hidden_chars=body.hidden_chars,
     )
 
 
@@ -540,7 +542,7 @@ def _body_text(body: _Body, defects: list[str]) -> tuple[str, BodySource]:
     html = body.html or body.other_html
     if not text.strip() and html:
         # An empty text/plain alternative beside real HTML is common; read the HTML then.
-        html_text = _html_body(html, defects)
+        html_text = _html_body(html, defects, body)
         if html_text.strip() or source == "none":
             text, source = html_text, "html"
     text = _clean_text(text)
@@ -550,7 +552,7 @@ def _body_text(body: _Body, defects: list[str]) -> tuple[str, BodySource]:
     return text, source
 
 
-def _html_body(parts: list[Message], defects: list[str]) -> str:
+def _html_body(parts: list[Message], defects: list[str], body: _Body) -> str:
     pieces = []
     budget = MAX_HTML_CHARS
     for part in parts:
@@ -559,10 +561,13 @@ def _html_body(parts: list[Message], defects: list[str]) -> str:
             html = html[:budget]
             defects.append("html-truncated")
         budget -= len(html)
-        converted, problem = html_to_text(html)
-        if problem:
-            defects.append(problem)
-        pieces.append(converted)
+        converted = convert_html(html)
+        if converted.problem:
+            defects.append(converted.problem)
+        if converted.hidden_chars:
+            body.hidden_chars += converted.hidden_chars
+            defects.append("hidden-text")
+        pieces.append(converted.text)
         if budget <= 0:
             break
     return "\n\n".join(pieces)

@@ -26,6 +26,7 @@ class ParseStage:
             "body_source": message.body_source,
             "attachments": len(message.attachments),
             "defects": list(message.defects),
+            "hidden_chars": message.hidden_chars,
         }
         parsed = case.with_(message=message)
         if message.auto_reply:
