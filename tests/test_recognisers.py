@@ -86,6 +86,67 @@ def test_configured_check_digit_rejects_order_id() -> None:
     assert [c.problem for c in find_cued(spec, bad)] == ["Luhn check digit does not match"]
 
 
+def _invoices(text: str) -> list[str]:
+    extraction = RuleExtractor().extract(text, build_schema(), reference=REF)
+    return [str(v) for v in extraction.values("invoice_number")]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("my bill #40913 is wrong", ["40913"]),
+        ("the bill 52207 has my old address", ["52207"]),
+        ("INVOICE No: 00231 charged twice", ["00231"]),
+        ("receipts 3301 & 3302 please", ["3301", "3302"]),
+        ("die Rechnung Nr. 2024-118", ["2024-118"]),
+        ("RECHNUNG-NR.: RE-2026-00451", ["RE-2026-00451"]),
+        ("Rechnungsnr. 2026/0042 bitte", ["2026/0042"]),
+        ("Rechnungen 4410 und 4411", ["4410", "4411"]),
+        ("facture n° 8812", ["8812"]),
+        ("Facture N°8813 reçue", ["8813"]),
+        ("factura nº 4711", ["4711"]),
+        ("FACTURA Núm. 3321", ["3321"]),
+        ("fattura n. 5531/2026", ["5531/2026"]),
+        ("le fatture 7701 e 7702", ["7701", "7702"]),
+        ("factuur 7731 klopt niet", ["7731"]),
+        ("de facturen 3310 en 3311", ["3310", "3311"]),
+        ("fatura n.º 991", ["991"]),
+        ("Rechnung #2025 fehlt", ["2025"]),  # with a number sign a year-like id is an id
+        ("Rechnungsnummer 2025 fehlt", ["2025"]),  # so with a number word in the cue
+        ("factures 2210 en 2025", ["2210"]),  # "en 2025": in 2025
+        ("deux factures (n° 4410-A et n° 4410-B)", ["4410-A", "4410-B"]),
+        ("die Rechnung mit der Nummer 4711", ["4711"]),
+        ("la factura con el número 4712", ["4712"]),
+        ("invoice-number 4713", ["4713"]),
+    ],
+)
+def test_invoice_numbers_as_customers_write_them(text: str, expected: list[str]) -> None:
+    assert _invoices(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "my bill of $40 is too high",
+        "the bill was 2400 this month",  # an amount without its currency
+        "die Rechnung war 1200 Euro",
+        "Rechnung 189,90 ist falsch",
+        "the invoice for March never came",
+        "invoice 03/2026 is missing",  # a month
+        "Rechnung 2025 fehlt",  # a year
+        "invoice 31/02/2026",  # an impossible date is no id either
+        "bill 0800 123 4567",  # a phone number
+        "Hi Bill, order 48213 arrived",
+        "upon receipt 3 days later it broke",
+        "please send all invoices from 2025",
+        "recibo 150 correos al día",  # Spanish "I get 150 emails a day": a quantity
+        "Rechnung mit 150 Positionen",
+    ],
+)
+def test_things_near_invoice_words_that_are_no_invoice_numbers(text: str) -> None:
+    assert _invoices(text) == []
+
+
 # --- money ------------------------------------------------------------------------------
 
 
@@ -179,6 +240,28 @@ def test_phones_international_national_and_bare_digits() -> None:
 def test_german_national_number_in_german_mail() -> None:
     text = "Bitte rufen Sie mich an: 030 901820."
     assert [c.value for c in find_phones(text, ("US", "GB", "DE"), "de")] == ["+4930901820"]
+
+
+@pytest.mark.parametrize(
+    ("text", "regions", "language", "e164"),
+    [
+        # A German cue word picks the German reading over a valid British one.
+        ("Telefon: 030 12345678", ("US", "GB", "DE"), "en", "+493012345678"),
+        ("Handy 0171 2345678", ("US", "GB", "DE"), "en", "+491712345678"),
+        # The message's language counts even where its regions are not configured.
+        ("o meu telemóvel é 912 345 678", ("US",), "pt", "+351912345678"),
+        # A cued number may come from any configured region.
+        ("Tel. 044 668 18 00", ("GB", "CH"), "en", "+41446681800"),
+        ("Tél. : 01 42 68 53 00", ("US", "FR"), "fr", "+33142685300"),
+    ],
+)
+def test_national_numbers_by_cue_language_and_regions(text, regions, language, e164) -> None:
+    assert [c.value for c in find_phones(text, regions, language)] == [e164]
+
+
+def test_dates_are_not_phone_numbers() -> None:
+    text = "bestellt am 07.03.2026, Tel. 030 12345678"
+    assert [c.value for c in find_phones(text, ("DE",), "de", thorough=True)] == ["+493012345678"]
 
 
 def test_iban_good_and_bad() -> None:

@@ -48,8 +48,12 @@ def test_labelled_personal_values_do_not_leave(records) -> None:
                     value = value.split(",")[0]
                 if value in redacted:
                     leaks.append((record["id"], field, value))
-    # The one labelled name the rules cannot see (see test_known_misses).
-    assert leaks == [("en-known-miss", "person", "Okonkwo")]
+    # The one labelled name the rules cannot see (see test_known_misses), and a receipt
+    # number far from its cue ("The receipt no. on the email (RC-88120)").
+    assert sorted(leaks) == [
+        ("en-known-miss", "person", "Okonkwo"),
+        ("fi-en-2", "invoice_number", "RC-88120"),
+    ]
 
 
 def test_placeholders_are_stable_within_a_thread() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -63,9 +62,10 @@ def json_option(func: Any) -> Any:
 
 
 def emit_json(obj: Any, *, lines: bool = False) -> None:
-    """Print one JSON document (or one JSON Lines record)."""
-    text = json.dumps(obj, ensure_ascii=False, default=str, indent=None if lines else 2)
-    click.echo(text)
+    """Print one JSON document (or one JSON Lines record, on exactly one line)."""
+    from mailbot.jsonlines import dumps
+
+    click.echo(dumps(obj, indent=None if lines else 2))
 
 
 def run_cli(group: click.Group, args: list[str] | None = None) -> int:

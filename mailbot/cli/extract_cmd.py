@@ -92,7 +92,9 @@ def _extract_lines(
 ) -> int:
     raw = read_file_bytes(path)
     failed = 0
-    for number, line in enumerate(raw.decode("utf-8", errors="replace").splitlines(), start=1):
+    from mailbot.jsonlines import split_records
+
+    for number, line in split_records(raw.decode("utf-8", errors="replace")):
         try:
             record = _parse_line(line)
             extraction = extractor.extract(

@@ -107,8 +107,10 @@ def _scalar(v: FieldValue) -> Any:
 
 def load_records(path: str | Path) -> list[dict[str, Any]]:
     """The records of a labelled JSON Lines file."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
+    from mailbot.jsonlines import split_records
+
+    text = Path(path).read_text(encoding="utf-8")
+    return [json.loads(line) for _, line in split_records(text) if line.strip()]
 
 
 def evaluate(

@@ -10,12 +10,14 @@ A generator-backed extractor (the SLM writing validated JSON) implements the sam
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
+from itertools import chain
 from typing import TYPE_CHECKING, Protocol
 
 from mailbot.config import FieldSpec
 from mailbot.fields.dates import find_dates, guess_language
+from mailbot.fields.loose import find_cards_loosely, find_emails_loosely, find_ibans_loosely
 from mailbot.fields.money import find_money
 from mailbot.fields.patterns import (
     Candidate,
@@ -73,13 +75,7 @@ class RuleExtractor:
         known_names: Sequence[str] = (),
     ) -> Extraction:
         """Find the schema's fields in `text`; relative dates resolve against `reference`."""
-        reference = reference or datetime.now(UTC)
-        language = guess_language(text, schema.languages)
-        found: list[tuple[FieldSpec, Candidate]] = []
-        for spec in schema.specs:
-            for candidate in _recognise(spec, text, schema, reference, known_names, language):
-                if candidate.end > candidate.start:
-                    found.append((spec, candidate))
+        found = self.candidates(text, schema, reference=reference, known_names=known_names)
         accepted, rejected = _settle(found, schema.min_confidence, text)
         fields: dict[str, list[FieldValue]] = {}
         for spec, c in sorted(accepted, key=lambda item: item[1].start):
@@ -93,6 +89,29 @@ class RuleExtractor:
             missing=missing,
             rejected=tuple(rejected),
         )
+
+
+    def candidates(
+        self,
+        text: str,
+        schema: FieldSchema,
+        *,
+        reference: datetime | None = None,
+        known_names: Sequence[str] = (),
+    ) -> list[tuple[FieldSpec, Candidate]]:
+        """Everything each recogniser found, valid or not, before overlaps are settled.
+
+        The pseudonymiser redacts the union of these spans, so that a value that lost an
+        overlap to another field can never leave some of its digits behind.
+        """
+        reference = reference or datetime.now(UTC)
+        language = guess_language(text, schema.languages)
+        found: list[tuple[FieldSpec, Candidate]] = []
+        for spec in schema.specs:
+            for candidate in _recognise(spec, text, schema, reference, known_names, language):
+                if candidate.end > candidate.start:
+                    found.append((spec, candidate))
+        return found
 
 
 def _recognise(
@@ -111,15 +130,18 @@ def _recognise(
     if kind == "date":
         return find_dates(text, reference, date_order=schema.date_order, language=language)
     if kind == "email":
-        return find_emails(text)
+        return _with_loose(find_emails(text), find_emails_loosely, text, schema)
     if kind == "phone":
-        return find_phones(text, schema.phone_regions, language)
+        return find_phones(
+            text, schema.phone_regions, language, thorough=schema.thorough,
+            languages=schema.languages,
+        )  # fmt: skip
     if kind == "url":
         return find_urls(text)
     if kind == "iban":
-        return find_ibans(text)
+        return _with_loose(find_ibans(text), find_ibans_loosely, text, schema)
     if kind == "card":
-        return find_cards(text)
+        return _with_loose(find_cards(text), find_cards_loosely, text, schema)
     if kind == "enum":
         return find_enum(spec, text)
     if kind == "person":
@@ -129,6 +151,16 @@ def _recognise(
     if kind == "place":
         return find_places(text)
     raise AssertionError(f"unhandled field type {kind!r}")  # config validation forbids it
+
+
+def _with_loose(
+    strict: Iterator[Candidate],
+    loose: Callable[[str], Iterator[Candidate]],
+    text: str,
+    schema: FieldSchema,
+) -> Iterator[Candidate]:
+    # A thorough schema (redaction) also takes what the recall-first recogniser finds.
+    return chain(strict, loose(text)) if schema.thorough else strict
 
 
 def _settle(
@@ -151,7 +183,7 @@ def _settle(
         taken.append((c.start, c.end))
         assert c.problem is not None
         rejected.append(Rejection(spec.name, text[c.start : c.end], (c.start, c.end), c.problem))
-        log.debug("rejected %s %r: %s", spec.name, text[c.start : c.end], c.problem)
+        log.debug("rejected %s %r: %s", spec.name, rejected[-1].to_json()["raw"], c.problem)
     return accepted, sorted(rejected, key=lambda r: r.span)
 
 

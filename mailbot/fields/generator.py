@@ -23,6 +23,7 @@ from mailbot.config import FieldSpec
 from mailbot.errors import ModelError
 from mailbot.fields.dates import guess_language
 from mailbot.fields.extract import FieldExtractor, RuleExtractor
+from mailbot.fields.masking import mask_payment_data
 from mailbot.fields.result import Extraction, FieldValue, Rejection
 from mailbot.fields.schema import FieldSchema
 from mailbot.fields.validate import CheckedValue, ValueProblem, check_value
@@ -59,7 +60,11 @@ class Attempt:
     problems: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {"output": self.output[:2000], "problems": list(self.problems)}
+        """The answer and its problems for the audit log, card and IBAN digits masked."""
+        return {
+            "output": mask_payment_data(self.output[:2000]),
+            "problems": [mask_payment_data(p) for p in self.problems],
+        }
 
 
 @dataclass(frozen=True, slots=True)

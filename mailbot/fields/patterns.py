@@ -14,6 +14,7 @@ from functools import lru_cache
 
 from mailbot.config import FieldSpec
 from mailbot.fields.checks import check_problem, digits_of, luhn_ok
+from mailbot.fields.masking import mask_card
 from mailbot.fields.result import FieldScalar
 
 
@@ -28,13 +29,47 @@ class Candidate:
     problem: str | None = None
 
 
+# Number signs between a cue and its value, as written in the languages we read: "#",
+# "No.", "Nr.", "nº", "n°", "n.º", "núm.", "nro.", "n." and the compound "Rechnung-Nr.".
+_NUMBER_SIGN = (
+    r"[#№]|-(?i:nr|no|nummer|number)(?![^\W\d_])\.?|(?i:n\.?[º°])\.?"
+    r"|(?i:no|nr|nro|núm|num|n)\.|(?i:no|nr|nro|núm)(?![^\W\d_])"
+)
+# Verbs that may stand between a cue and its value ("my username is jdoe", "order was").
+_VERBS = (
+    r"is|are|was|were|ist|sind|lautet|lauten|war|waren|est|sont|était|es|son|era|è|sono"
+    r"|é|são|zijn"
+)
+_NUMBER_WORDS = (
+    r"numbers?|num|nummer|numéro|número|numero|id|ref|reference|référence|referencia"
+    r"|riferimento|code"
+)
+# "with (the) number", in each language: "mit der Nummer", "con el número", "met nummer".
+_WITH_NUMBER = (
+    r"(?i:(?:with(?:[ \t]+the)?|mit(?:[ \t]+der)?|avec(?:[ \t]+le)?|con(?:[ \t]+(?:el|il))?"
+    r"|met(?:[ \t]+het)?|com(?:[ \t]+o)?)[ \t]+(?:number|nummer|numéro|número|numero))"
+)
 # Words between a cue and its value: "order number: #", "Bestellung Nr.", "order is".
 _CONNECTOR = (
-    r"(?:[ \t]*(?:[:#=]|\(|n[º°o]\.|n[º°]|(?i:nr|no)\.?(?![a-z])"
-    r"|(?i:numbers?|num|nummer|numéro|número|numero|id|ref|reference|code|is|was|ist|lautet"
-    r"|war|est|était|es|era|è|é|são|zijn)(?![\w-])\.?)"
+    rf"(?:[ \t]*(?:[:=(]|{_NUMBER_SIGN}|{_WITH_NUMBER}(?![\w-])"
+    rf"|(?i:{_NUMBER_WORDS}|{_VERBS})(?![\w-])\.?)"
     r"[ \t]*\n?)"
 )
+# A connector that says "a number follows" (not just a verb or a bracket).
+_SIGNED = re.compile(rf"[#№:=]|{_NUMBER_SIGN}|(?i:(?<![^\W\d_]){_NUMBER_WORDS}(?![^\W\d_]))")
+# A cue that says so itself: "invoice number", "Rechnungsnummer(n)", "Kundennr", "order no".
+_SIGNED_CUE = re.compile(
+    rf"(?i:(?<![^\W\d_])(?:{_NUMBER_WORDS})(?![^\W\d_])|(?:nummer|nr)n?s?\.?\Z"
+    r"|(?:^|[\s-])(?:no|nro|núm)\.?\Z)"
+)
+_VERB = re.compile(rf"(?i:(?<![^\W\d_])(?:{_VERBS})(?![^\W\d_]))")
+# Shapes that are dates, not ids, when they are all of the value: 03/2026, 2026-04, 1.3.26.
+_DATE_LIKE = re.compile(
+    r"(?:0?[1-9]|1[0-2])[/.-](?:19|20)\d\d|(?:19|20)\d\d[/.-](?:0?[1-9]|1[0-2])"
+    r"|\d{1,2}[/.-]\d{1,2}[/.-](?:\d\d)?\d\d|(?:19|20)\d\d[/.-]\d{1,2}[/.-]\d{1,2}"
+)
+# The end of a value: not inside a word, an address, a decimal number or a domain name.
+_VALUE_END = r"(?![\w@-]|\.\w|,\d{1,2}(?!\d))"
 _TRAILING = "-/."
 # Values that a cue word may be followed by in prose but that are never ids or usernames.
 _STOPWORDS = frozenset(
@@ -47,27 +82,41 @@ _STOPWORDS = frozenset(
 )  # fmt: skip
 
 
+# A cue ending in an abbreviation ("Rechnungs-Nr", "order no", "inv") may carry its dot.
+# No word ends in "nr" ("Rechnungsnr", "factuurnr", "Kundennr"); "no" and the rest must
+# stand alone ("order no", not "scontrino").
+_ABBREVIATED = re.compile(r"(?i)(?:nr|(?:^|[\s-])(?:no|nro|num|núm|inv|ref))\Z")
+# Further digit groups after a bare number: "0800 123 4567" is one number, not an id.
+_GROUPED_TAIL = re.compile(r"(?:[ \t\u00a0]\d{2,})+")
+
+
+def _cue_word(cue: str) -> str:
+    word = re.escape(cue).replace(r"\ ", r"[ \t]+")
+    return word + r"\.?" if _ABBREVIATED.search(cue) else word
+
+
 @lru_cache(maxsize=256)
 def _cue_regex(cues: tuple[str, ...], pattern: str) -> re.Pattern[str]:
-    words = "|".join(re.escape(c).replace(r"\ ", r"[ \t]+") for c in sorted(cues, key=len)[::-1])
+    words = "|".join(_cue_word(c) for c in sorted(cues, key=len)[::-1])
+    # A hyphen may follow the cue only as "Rechnung-Nr."; "order-tracking" is no cue.
     return re.compile(
-        rf"(?<![\w-])(?i:{words})(?![\w-]){_CONNECTOR}{{0,3}}[ \t]*#?[\"'“„‘«]?"
-        rf"(?P<v>{pattern})(?![\w@-]|\.\w)"
+        rf"(?<![\w-])(?P<k>(?i:{words}))(?!\w|-(?!(?i:nr|no|nummer|number)(?![^\W\d_])))"
+        rf"(?P<c>{_CONNECTOR}{{0,3}}[ \t]*#?[\"'“„‘«]?)(?P<v>{pattern}){_VALUE_END}"
     )
 
 
 @lru_cache(maxsize=256)
 def _continuation_regex(pattern: str) -> re.Pattern[str]:
-    # "orders 48213 and 48214", "A10234, A10235 / A10236"
+    # "orders 48213 and 48214", "A10234, A10235 / A10236", "n° 4410-A et n° 4410-B"
     return re.compile(
-        rf"[ \t]*(?:,|&|/|(?i:and|und|et|y|e|or|oder|ou|o)(?!\w))[ \t]*#?"
-        rf"(?P<v>{pattern})(?![\w@-]|\.\w)"
+        rf"[ \t]*(?:,|&|/|(?i:and|und|sowie|et|y|e|en|or|oder|ou|o)(?!\w))"
+        rf"[ \t]*(?:(?:{_NUMBER_SIGN})[ \t]*)?(?P<v>{pattern}){_VALUE_END}"
     )
 
 
 @lru_cache(maxsize=256)
 def _anywhere_regex(pattern: str) -> re.Pattern[str]:
-    return re.compile(rf"(?<![\w-])#?(?P<v>{pattern})(?![\w@-]|\.\w)")
+    return re.compile(rf"(?<![\w-])#?(?P<v>{pattern}){_VALUE_END}")
 
 
 def _same_shape(a: str, b: str) -> bool:
@@ -85,6 +134,34 @@ def _id_candidate(spec: FieldSpec, text: str, start: int, end: int, conf: float)
     return Candidate(start, end, value, conf, problem)
 
 
+def _plausible(value: str, signed: bool, verb_only: bool) -> bool:
+    """False for values that a cue word is followed by but that are no ids.
+
+    A date ("invoice 03/2026"), a year without a number sign ("the invoice 2025", while
+    "invoice #2025" stays an id), a number of three digits or fewer without a sign (a
+    quantity: "recibo 150 correos", Spanish for "I get 150 emails"), and a short bare
+    number after a mere verb ("the bill was 2400", an amount without its currency).
+    """
+    if _DATE_LIKE.fullmatch(value):
+        return False
+    if not signed and value.isdigit() and len(value) <= 3:
+        return False
+    if not signed and len(value) == 4 and value.isdigit() and 1900 <= int(value) <= 2099:
+        return False
+    return not (verb_only and value.isdigit() and len(value) <= 4)
+
+
+def _starts_grouped_number(value: str, text: str, end: int) -> bool:
+    """True for the first group of a phone or card number written in groups ("0800 123")."""
+    if not value.isdigit():
+        return False
+    tail = _GROUPED_TAIL.match(text, end)
+    if tail is None:
+        return False
+    # "order 48213 12 items" stays an id: no leading 0, and too few digits for a phone.
+    return value.startswith("0") or len(value) + len(digits_of(tail.group())) >= 9
+
+
 def find_cued(spec: FieldSpec, text: str) -> Iterator[Candidate]:
     """Values of a pattern/string/integer field: after a cue word, or anywhere if strict."""
     pattern = spec.pattern or (r"\d+" if spec.type == "integer" else "")
@@ -95,9 +172,20 @@ def find_cued(spec: FieldSpec, text: str) -> Iterator[Candidate]:
             first = match.group("v")
             if first.lower() in _STOPWORDS or len(first.strip(_TRAILING)) < 3:
                 continue
+            connector = match.group("c")
+            signed = _SIGNED_CUE.search(match.group("k")) is not None or (
+                _SIGNED.search(connector) is not None
+            )
+            verb_only = not signed and _VERB.search(connector) is not None
+            if not _plausible(first.strip(_TRAILING), signed, verb_only):
+                continue
+            if _starts_grouped_number(first, text, match.end("v")):
+                continue
             hits = [match.span("v")]
             pos = match.end("v")
             while (more := cont.match(text, pos)) and _same_shape(first, more.group("v")):
+                if not _plausible(more.group("v").strip(_TRAILING), signed, verb_only):
+                    break  # "factures 2210 en 2025": the second number is a year
                 hits.append(more.span("v"))
                 pos = more.end("v")
             for start, end in hits:
@@ -170,11 +258,6 @@ _CARD_CUE = re.compile(
     r"(?i)\b(?:card|credit|debit|visa|mastercard|master card|amex|american express|"
     r"karte|kreditkarte|carte|tarjeta|carta|cc)\b"
 )
-
-
-def mask_card(digits: str) -> str:
-    """A card number as it may be shown and stored: only the last four digits."""
-    return f"**** {digits[-4:]}"
 
 
 def find_cards(text: str) -> Iterator[Candidate]:

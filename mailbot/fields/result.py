@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from mailbot.fields.masking import mask_payment_data
+
 # A money value is kept as (amount as a decimal string, ISO 4217 code or None) so that no
 # float ever touches an amount; JSON shows it as {"amount": "142.50", "currency": "EUR"}.
 FieldScalar = str | int | tuple[str, str | None]
@@ -54,12 +56,16 @@ class Rejection:
     reason: str
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-able dict of the four fields."""
+        """The four fields for JSON (and the audit log): card and IBAN digits are masked.
+
+        A card number that failed its Luhn check is still somebody's card; `raw` keeps its
+        last four digits (and an IBAN its country and last four), enough to recognise it.
+        """
         return {
             "name": self.name,
-            "raw": self.raw,
+            "raw": mask_payment_data(self.raw),
             "span": [self.span[0], self.span[1]],
-            "reason": self.reason,
+            "reason": mask_payment_data(self.reason),
         }
 
 

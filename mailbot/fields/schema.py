@@ -28,6 +28,10 @@ class FieldSchema:
     date_order: str = "DMY"
     phone_regions: tuple[str, ...] = ("US", "GB", "DE", "FR", "ES", "IT", "NL", "AT", "CH")
     min_confidence: float = 0.5
+    # Recall first (redaction before a cloud call): phones in every configured language's
+    # regions and of unknown ranges, IBANs, cards and addresses however written. Values
+    # found only this way are redacted, never taken as extracted fields.
+    thorough: bool = False
 
     def spec(self, name: str) -> FieldSpec | None:
         """The spec of field `name`, or None."""

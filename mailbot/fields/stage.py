@@ -22,7 +22,8 @@ def extraction_summary(extraction: Extraction) -> dict[str, Any]:
                            "confidence": round(v.confidence, 3)} for v in values]
                    for name, values in extraction.fields.items()},
         "missing": list(extraction.missing),
-        "rejected": [{"name": r.name, "span": list(r.span), "reason": r.reason}
+        # A generator's reason may quote the text ("the rules read this as card_number ...").
+        "rejected": [{"name": r.name, "span": list(r.span), "reason": r.to_json()["reason"]}
                      for r in extraction.rejected],
     }
 

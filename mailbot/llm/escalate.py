@@ -97,7 +97,7 @@ def plan_request(case: Case, config: Config, labels: Sequence[str]) -> tuple[str
     pseudonymiser = Pseudonymiser.from_config(config, _known_names(message))
     subject = pseudonymiser.redact(message.subject or "").redacted
     body = pseudonymiser.redact(message.new_text or message.text).redacted
-    facts = {name: pseudonymiser.redact(str(value)).redacted
+    facts = {name: pseudonymiser.redact_value(name, value)
              for name, value in field_values(case.extraction).items()}
     sent = Counter(m.group(1) for m in PLACEHOLDER.finditer(f"{subject}\n{body}"))
     payload = {

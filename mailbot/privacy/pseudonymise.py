@@ -81,7 +81,9 @@ class Pseudonymiser:
         # Only the fields that are redacted take part: a money or date match must not
         # shield a phone number from redaction by winning an overlap.
         specs = tuple(s for s in base.specs if category_of(s) in wanted)
-        self._schema = replace(base, specs=specs, required={})
+        # Recall first: phones of every configured language's regions, IBANs and cards
+        # however they are written (see FieldSchema.thorough).
+        self._schema = replace(base, specs=specs, required={}, thorough=True)
         self._category = {s.name: category_of(s) for s in specs}
         self._names: list[str] = [n for n in known_names if n]
         self._extractor = RuleExtractor()
@@ -104,24 +106,44 @@ class Pseudonymiser:
         return dict(self._values)
 
     def redact(self, text: str) -> Redaction:
-        """Replace personal data in `text`; the same value keeps its placeholder."""
-        spans: list[tuple[int, int, str, str]] = []  # start, end, category, key
-        for m in _LOOSE_PLACEHOLDER.finditer(text):
-            spans.append((m.start(), m.end(), LITERAL, m.group()))
-        masked = _blank(text, spans)
-        extraction = self._extractor.extract(masked, self._schema, known_names=self._names)
-        for name, values in extraction.fields.items():
-            category = self._category[name]
+        """Replace personal data in `text`; the same value keeps its placeholder.
+
+        Every character any redacted recogniser claims is replaced: overlapping finds
+        (an order-like number inside a phone number, a card typed with its expiry month)
+        become one placeholder, so no digits of either are left behind.
+        """
+        literals = [
+            _Span(m.start(), m.end(), LITERAL, None, 0, m.group())
+            for m in _LOOSE_PLACEHOLDER.finditer(text)
+        ]
+        masked = _blank(text, literals)
+        found: list[_Span] = []
+        for spec, c in self._extractor.candidates(masked, self._schema, known_names=self._names):
+            category = self._category[spec.name]
             assert category is not None
-            for v in values:
-                spans.append((v.span[0], v.span[1], category, self._key(category, v.raw)))
-        for rejected in extraction.rejected:
-            # A card or IBAN with a typo is still somebody's card or IBAN.
-            category = self._category.get(rejected.name)
-            if category in ("CARD", "IBAN"):
-                start, end = rejected.span
-                spans.append((start, end, category, self._key(category, rejected.raw)))
+            if c.problem is None and c.confidence < self._schema.min_confidence:
+                continue
+            if c.problem is not None and category not in ("CARD", "IBAN"):
+                continue  # a card or IBAN with a typo is still somebody's; a bad date is not
+            shown = str(c.value) if category == "CARD" and c.problem is None else None
+            # A phone is known by its E.164 form, so the same number written two ways (or
+            # handed on as an extracted fact) keeps one placeholder.
+            key = str(c.value) if category == "PHONE" and c.problem is None else None
+            found.append(_Span(c.start, c.end, category, shown, _RANK.get(category, 9), key))
+        spans = [*literals, *_union(found)]
         return self._apply(text, spans)
+
+    def redact_value(self, name: str, value: object) -> str:
+        """An extracted field's value as it may be sent: its placeholder when the field's
+        category is redacted (the one the same value got in the text), else the value with
+        anything personal inside it redacted."""
+        category = self._category.get(name)
+        raw = str(value)
+        if category is None or not raw.strip():
+            return self.redact(raw).redacted
+        shown = raw if category == "CARD" else None  # a card's value is already masked
+        key = raw if category == "PHONE" else None
+        return self._placeholder(_Span(0, len(raw), category, shown, 0, key), raw)
 
     def restore(self, text: str) -> str:
         """Put the values back into `text` (cards stay masked); unknown placeholders stay."""
@@ -139,37 +161,88 @@ class Pseudonymiser:
             return re.sub(r"[^0-9A-Za-z+]", "", compact).upper()
         return compact
 
-    def _placeholder(self, category: str, key: str, raw: str) -> str:
-        found = self._by_key.get((category, key))
+    def _placeholder(self, span: _Span, raw: str) -> str:
+        key = span.key or self._key(span.category, raw)
+        found = self._by_key.get((span.category, key))
         if found is not None:
             return found
-        self._counters[category] += 1
-        token = f"<{category}_{self._counters[category]}>"
-        self._by_key[(category, key)] = token
-        self._values[token] = mask_card(re.sub(r"\D", "", raw)) if category == "CARD" else raw
+        self._counters[span.category] += 1
+        token = f"<{span.category}_{self._counters[span.category]}>"
+        self._by_key[(span.category, key)] = token
+        if span.category == "CARD":
+            # Never the number itself: the valid card's masked value, else the last four.
+            self._values[token] = span.shown or mask_card(re.sub(r"\D", "", raw))
+        else:
+            self._values[token] = raw
         return token
 
-    def _apply(self, text: str, spans: Sequence[tuple[int, int, str, str]]) -> Redaction:
+    def _apply(self, text: str, spans: Sequence[_Span]) -> Redaction:
         out: list[str] = []
         used: dict[str, str] = {}
         pos = 0
-        for start, end, category, key in sorted(spans):
-            if start < pos:
-                continue  # overlaps a span already replaced
-            token = self._placeholder(category, key, text[start:end])
-            out.append(text[pos:start])
+        for span in sorted(spans, key=lambda s: (s.start, -s.end)):
+            if span.start < pos:
+                continue  # inside a literal placeholder already replaced
+            token = self._placeholder(span, text[span.start : span.end])
+            out.append(text[pos : span.start])
             out.append(token)
             used[token] = self._values[token]
-            pos = end
+            pos = span.end
         out.append(text[pos:])
         log.debug("redacted %d spans", len(used))
         return Redaction("".join(out), used)
 
 
-def _blank(text: str, spans: Sequence[tuple[int, int, str, str]]) -> str:
+@dataclass(frozen=True, slots=True)
+class _Span:
+    """A stretch of text to replace, its category and (cards) the masked value to show."""
+
+    start: int
+    end: int
+    category: str
+    shown: str | None
+    rank: int
+    key: str | None = None  # what identifies the value, when not its text (a phone's E.164)
+
+
+# Which category names a stretch where several overlap: the longest find, then this order.
+_RANK = {
+    "CARD": 0, "IBAN": 1, "EMAIL": 2, "URL": 3, "PHONE": 4, "ACCOUNT": 5, "ORDER": 6,
+    "ADDRESS": 7, "PERSON": 8,
+}  # fmt: skip
+
+
+def _union(spans: Sequence[_Span]) -> list[_Span]:
+    """Overlapping spans merged into one, named after the longest (then highest-ranked)."""
+    merged: list[_Span] = []
+    group: list[_Span] = []
+    end = -1
+    for span in sorted(spans, key=lambda s: (s.start, -s.end)):
+        if group and span.start >= end:
+            merged.append(_merged(group))
+            group = []
+        group.append(span)
+        end = max(end, span.end) if len(group) > 1 else span.end
+    if group:
+        merged.append(_merged(group))
+    return merged
+
+
+def _merged(group: Sequence[_Span]) -> _Span:
+    lead = min(group, key=lambda s: (s.start - s.end, s.rank))
+    shown = lead.shown if lead.category == "CARD" else None
+    if lead.category == "CARD" and shown is None:
+        shown = next((s.shown for s in group if s.category == "CARD" and s.shown), None)
+    key = lead.key if lead.start == min(s.start for s in group) and lead.end == max(
+        s.end for s in group) else None
+    return _Span(min(s.start for s in group), max(s.end for s in group), lead.category, shown, 0,
+                 key)
+
+
+def _blank(text: str, spans: Sequence[_Span]) -> str:
     # Literal placeholders are blanked (same length, so spans stay valid) before the
     # recognisers run, so that "<EMAIL_1>" is never half-read as something else.
     chars = list(text)
-    for start, end, _category, _key in spans:
-        chars[start:end] = " " * (end - start)
+    for span in spans:
+        chars[span.start : span.end] = " " * (span.end - span.start)
     return "".join(chars)
