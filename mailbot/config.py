@@ -475,6 +475,27 @@ class RouteSettings(_Section):
     prompt_overlap_words: Annotated[int, Field(ge=4, le=50)] = 8
 
 
+class RetentionSettings(_Section):
+    """How long personal data is kept (`mailbot retention`, `mailbot erase`)."""
+
+    # Raw mail (the bytes as fetched) is deleted this many days after it was fetched, once
+    # the pipeline is done with it; 0 keeps it.
+    raw_days: Annotated[int, Field(ge=0, le=36500)] = 90
+    # Everything else personal (subject, sender, drafts, extracted facts, cloud requests,
+    # teacher labels' text) is removed after this many days; 0 keeps it. Rows, statuses,
+    # costs and the audit events stay, so reports keep their figures.
+    text_days: Annotated[int, Field(ge=0, le=36500)] = 730
+    # How often the daemon applies it.
+    interval_hours: Annotated[float, Field(gt=0, le=24 * 30)] = 6.0
+
+    @model_validator(mode="after")
+    def _check(self) -> RetentionSettings:
+        if self.text_days and self.raw_days and self.raw_days > self.text_days:
+            raise ValueError(f"raw_days = {self.raw_days} is longer than text_days = "
+                             f"{self.text_days}: raw mail holds the text too")
+        return self
+
+
 class Config(_Section):
     """The whole validated configuration."""
 
@@ -491,6 +512,7 @@ class Config(_Section):
     cost: CostSettings = CostSettings()
     kb: KnowledgeBaseSettings = KnowledgeBaseSettings()
     route: RouteSettings = RouteSettings()
+    retention: RetentionSettings = RetentionSettings()
     accounts: list[AccountSettings] = []
     # Where the file was read from; relative paths in it are taken from its folder.
     source: str | None = None

@@ -80,6 +80,20 @@ class Worker:
                       sync.account.name, sync.folder, error)
         return PollReport(sync.account.name, sync.folder, error=error)
 
+    def apply_retention(self) -> None:
+        """Remove personal data past the retention settings (a scheduled job)."""
+        from mailbot.audit.retention import apply_retention
+
+        try:
+            with self.db.session() as session:
+                report = apply_retention(session, self.config.retention)
+        except MailbotError as exc:
+            log.warning("retention could not run: %s", exc)
+            return
+        if report.raw or report.messages:
+            log.info("retention: %d raw message(s) deleted, %d message(s) scrubbed",
+                     report.raw, report.messages)
+
     def poll_all(self) -> list[PollReport]:
         """Poll every mailbox once, one after the other."""
         reports = []
@@ -108,6 +122,9 @@ class Worker:
             if sync.account.idle:
                 watchers.append(IdleWatcher(sync.account, sync.folder, self.stop,
                                             _trigger(scheduler, job_id, self.wake[id(sync)])))
+        scheduler.add_job(self.apply_retention, "interval", id="retention",
+                          hours=self.config.retention.interval_hours,
+                          next_run_time=datetime.now(UTC))
         self._install_signal_handlers()
         scheduler.start()
         for watcher in watchers:

@@ -523,3 +523,77 @@ def test_secrets_never_show_and_plain_http_goes_only_to_loopback() -> None:
         config_from_dict({"llm": {"base_url": "http://llm.example.com/v1", "model": "m"}})
     assert config_from_dict({"llm": {"base_url": "http://127.0.0.1:8000/v1", "model": "m"}})
     assert config_from_dict({"llm": {"base_url": "https://llm.example.com/v1", "model": "m"}})
+
+
+# --- personal data --------------------------------------------------------------------------
+
+
+def test_erasure_removes_a_persons_data_and_keeps_the_audit_trail(
+    database: Database, imap_user: ImapUser, tmp_path: Any
+) -> None:
+    import json as json_module
+
+    from click.testing import CliRunner
+
+    from mailbot.cli import cli
+    from mailbot.db.models import MessageFacts, RawMessage
+
+    person = "Emma Clarke <emma.clarke@example.com>"
+    imap_user.append_many([support_email(1, sender=person, body="Call me on 030 12345678 "
+                                                               "about order A10234."),
+                           support_email(2)])
+    worker = make_worker(database, imap_user.account_settings())
+    worker.poll_all()
+    with database.session() as session:
+        events_before = session.scalar(select(func_count()).select_from(Event))
+    config = tmp_path / "mailbot.toml"
+    config.write_text(f'[database]\nurl = "{database.url}"\n')
+    result = CliRunner().invoke(cli, ["--config", str(config), "erase", "--sender",
+                                      "EMMA.CLARKE@example.com", "--yes", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json_module.loads(result.output)["messages"] == 1
+    with database.session() as session:
+        erased, kept = session.scalars(select(Message).order_by(Message.uid)).all()
+        assert erased.erased_at is not None and erased.sender is None and erased.subject is None
+        assert session.get(RawMessage, erased.id) is None
+        assert session.get(MessageFacts, erased.id) is None
+        assert kept.sender == "customer2@example.org" and session.get(RawMessage, kept.id)
+        every = session.scalars(select(Event)).all()
+    assert len(every) == events_before + 1  # nothing removed, the erasure recorded
+    logged = json_module.dumps([e.details for e in every])
+    assert "emma.clarke" not in logged.lower() and "12345678" not in logged
+    assert "address_sha256" in every[-1].details
+
+
+def test_retention_deletes_raw_mail_then_personal_text(
+    sqlite_database: Database, imap_user: ImapUser
+) -> None:
+    from mailbot.audit.retention import apply_retention
+    from mailbot.config import RetentionSettings
+    from mailbot.db.models import RawMessage
+
+    imap_user.append_many([support_email(1), support_email(2)])
+    make_worker(sqlite_database, imap_user.account_settings()).poll_all()
+    with sqlite_database.session() as session:
+        session.execute(update(Message).where(Message.uid == 1)
+                        .values(fetched_at=utcnow() - timedelta(days=40)))
+    settings = RetentionSettings(raw_days=30, text_days=60)
+    with sqlite_database.session() as session:
+        report = apply_retention(session, settings)
+    assert (report.raw, report.messages) == (1, 0)
+    with sqlite_database.session() as session:
+        old, new = session.scalars(select(Message).order_by(Message.uid)).all()
+        assert session.get(RawMessage, old.id) is None and old.subject  # text kept for now
+        assert session.get(RawMessage, new.id) is not None
+    with sqlite_database.session() as session:
+        report = apply_retention(session, settings, now=utcnow() + timedelta(days=30))
+    assert report.messages == 1
+    with sqlite_database.session() as session:
+        old, new = session.scalars(select(Message).order_by(Message.uid)).all()
+        assert old.subject is None and old.erased_at is not None and new.subject
+
+
+def func_count() -> Any:
+    from sqlalchemy import func
+
+    return func.count()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -26,13 +27,14 @@ def record_event(
     cost: float | None = None,
     actor: str = "worker",
 ) -> Event:
-    """Append one audit event."""
+    """Append one audit event (e-mail addresses in its details are masked: the audit log
+    never holds personal data, so erasure and append-only coexist)."""
     event = Event(
         message_pk=message_pk,
         mailbox_id=mailbox_id,
         stage=stage,
         outcome=outcome,
-        details=details or {},
+        details=_masked(details or {}),
         model=model,
         model_version=model_version,
         latency_ms=latency_ms,
@@ -44,3 +46,16 @@ def record_event(
     )
     session.add(event)
     return event
+
+
+_ADDRESS = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+")
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, str):
+        return _ADDRESS.sub("<address>", value) if "@" in value else value
+    if isinstance(value, dict):
+        return {k: _masked(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_masked(v) for v in value]
+    return value

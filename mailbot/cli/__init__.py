@@ -26,6 +26,7 @@ _COMMAND_MODULES = (
     "draft_cmd",
     "kb_cmd",
     "route_cmd",
+    "privacy_cmd",
 )
 
 

@@ -128,7 +128,7 @@ class OutboxDrainer:
         with self.database.session() as session:
             mime = session.scalar(select(DraftRecord.mime)
                                   .where(DraftRecord.id == job.payload["draft_id"]))
-        if mime is None:  # erased before it was delivered
+        if not mime:  # erased before it was delivered
             with self.database.session() as session:
                 complete(session, job, self.owner, {"skipped": "the draft was erased"})
             return

@@ -21,8 +21,7 @@ class ParseStage:
         except ParseError as exc:
             return Step(case, "error", status=MessageStatus.FAILED, reason=f"parse error: {exc}",
                         stop=True, details={"error": str(exc)})
-        details: dict[str, Any] = {
-            "message_id": message.message_id,
+        details: dict[str, Any] = {  # the Message-ID is on the message row, not here
             "body_source": message.body_source,
             "attachments": len(message.attachments),
             "defects": list(message.defects),
