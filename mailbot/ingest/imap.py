@@ -277,9 +277,8 @@ class MailboxSync:
         return report
 
     def _help(self, report: PollReport) -> None:
-        report.processed += self.pipeline.process_pending(self.mailbox_id, stop=self.stop)
-        if self.escalations is not None:
-            report.escalated += self.escalations.run(mailbox_id=self.mailbox_id).answered
+        with self._escalating(report):
+            report.processed += self.pipeline.process_pending(self.mailbox_id, stop=self.stop)
 
     def _check(self) -> None:
         if self._keeper is not None:
@@ -338,39 +337,20 @@ class MailboxSync:
         if uids:
             meta = client.fetch(uids, ["RFC822.SIZE"])
             sizes = {u: int(m[b"RFC822.SIZE"]) for u, m in meta.items()}
-        until = threading.Event()
-        answered: list[int] = []
-        helper = self._start_escalations(until, answered)
-        try:
-            limit = self.account.max_message_bytes
-            fetchable = [u for u in uids if u in sizes and sizes[u] <= limit]
-            chunks = fetch_chunks(fetchable, sizes, count=self.account.fetch_batch,
-                                  max_bytes=self.account.fetch_max_bytes)
-            large = [u for u in uids if u in sizes and sizes[u] > limit]
-            if large:
-                self._fetch_large(client, large, sizes, uidvalidity, has_history, report)
-            for chunk in chunks:
-                if self.stop.is_set():
-                    return
-                self._check()
-                self._fetch_batch(client, chunk, sizes, uidvalidity, has_history, report)
-                self._process(report)
-                self._drain(client, report)
-            # Messages fetched in an earlier, interrupted run still need the pipeline.
-            self._process(report)
-        finally:
-            until.set()
-            if helper is not None:
-                helper.join()
-            report.escalated += sum(answered)
+        with self._escalating(report):
+            self._fetch_and_process(client, uids, sizes, uidvalidity, has_history, report)
         self._drain(client, report)
 
-    def _start_escalations(self, until: threading.Event, answered: list[int]
-                           ) -> threading.Thread | None:
-        """The cloud calls of this poll run beside the local stages, in their own threads."""
+    @contextlib.contextmanager
+    def _escalating(self, report: PollReport) -> Iterator[None]:
+        """The cloud calls run beside the local stages, in threads of their own, until the
+        block is done and every request it recorded is answered."""
         runner = self.escalations
         if runner is None:
-            return None
+            yield
+            return
+        until = threading.Event()
+        answered: list[int] = []
 
         def run() -> None:
             try:
@@ -382,7 +362,32 @@ class MailboxSync:
         thread = threading.Thread(target=run, name=f"llm-{self.account.name}-{self.folder}",
                                   daemon=True)
         thread.start()
-        return thread
+        try:
+            yield
+        finally:
+            until.set()
+            thread.join()
+            report.escalated += sum(answered)
+
+    def _fetch_and_process(self, client: IMAPClient, uids: Sequence[int],
+                           sizes: dict[int, int], uidvalidity: int, has_history: bool,
+                           report: PollReport) -> None:
+        limit = self.account.max_message_bytes
+        fetchable = [u for u in uids if u in sizes and sizes[u] <= limit]
+        chunks = fetch_chunks(fetchable, sizes, count=self.account.fetch_batch,
+                              max_bytes=self.account.fetch_max_bytes)
+        large = [u for u in uids if u in sizes and sizes[u] > limit]
+        if large:
+            self._fetch_large(client, large, sizes, uidvalidity, has_history, report)
+        for chunk in chunks:
+            if self.stop.is_set():
+                return
+            self._check()
+            self._fetch_batch(client, chunk, sizes, uidvalidity, has_history, report)
+            self._process(report)
+            self._drain(client, report)
+        # Messages fetched in an earlier, interrupted run still need the pipeline.
+        self._process(report)
 
     def _process(self, report: PollReport) -> None:
         report.processed += self.pipeline.process_pending(self.mailbox_id, stop=self.stop,

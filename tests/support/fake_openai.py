@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import math
+import socket
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -63,6 +64,7 @@ class Reply:
     usage: tuple[int, int] | None = None  # (prompt, completion); None = counted; see no_usage
     no_usage: bool = False  # leave `usage` out, like some local servers
     raw_body: bytes | None = None  # send these bytes as the HTTP body instead
+    hang: bool = False  # never answer: hold the connection until the client gives up
     model: str | None = None  # the model the answer names; default: the one asked for
     finish_reason: str = "stop"
     error: str | None = None  # the error message of a non-200 answer
@@ -116,6 +118,8 @@ class FakeOpenAI:
     def __init__(self, models: tuple[str, ...] = ("fake-model",)) -> None:
         self.models = models
         self.requests: list[ReceivedRequest] = []
+        # Answers delivered with status 200, per Idempotency-Key: what a provider bills.
+        self.paid: Counter[str] = Counter()
         self.default: Callable[[ReceivedRequest], Reply] = default_answer
         self._queue: deque[Script] = deque()
         self._lock = threading.Lock()
@@ -216,6 +220,9 @@ def _make_handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 self._send(404, b'{"error": {"message": "not found", "type": "invalid_request"}}')
                 return
             reply = server._next(request)
+            if reply.hang:
+                self._wait_for_the_client_to_leave()
+                return
             if reply.delay and server._stopping.wait(reply.delay):
                 return
             if reply.raw_body is not None:
@@ -228,7 +235,20 @@ def _make_handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 }}).encode()
             else:
                 payload = json.dumps(server._completion(request, reply)).encode()
-            self._send(reply.status, payload, reply.headers)
+            if self._send(reply.status, payload, reply.headers) and reply.status == 200:
+                with server._lock:
+                    server.paid[request.headers.get("idempotency-key", "")] += 1
+
+        def _wait_for_the_client_to_leave(self) -> None:
+            self.connection.settimeout(0.5)
+            while not server._stopping.is_set():
+                try:
+                    if not self.connection.recv(1, socket.MSG_PEEK):
+                        return  # closed by the client (its timeout)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
 
         def _received(self, body: Any) -> ReceivedRequest:
             headers = {k.lower(): v for k, v in self.headers.items()}
@@ -236,7 +256,7 @@ def _make_handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                                    time.monotonic())
 
         def _send(self, status: int, payload: bytes, headers: dict[str, str] | None = None
-                  ) -> None:
+                  ) -> bool:
             try:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -245,8 +265,10 @@ def _make_handler(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                     self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(payload)
+                self.wfile.flush()
             except (BrokenPipeError, ConnectionResetError):
-                pass  # the client gave up (its timeout); nothing to tell it
+                return False  # the client gave up (its timeout); nothing to tell it
+            return True
 
     return Handler
 
