@@ -26,6 +26,14 @@ from mailbot.pipeline.wiring import build_pipeline
 
 log = logging.getLogger(__name__)
 
+
+class _SkippedPollFilter(logging.Filter):
+    """A poll that outlasts its interval makes APScheduler warn at every tick that it skips
+    the next run; that is how polling is meant to work here, not news for the journal."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "maximum number of running instances reached" not in record.getMessage()
+
 IDLE_RENEW_SECONDS = 25 * 60  # RFC 2177: re-issue IDLE at least every 29 minutes
 
 
@@ -108,6 +116,7 @@ class Worker:
         from apscheduler.executors.pool import ThreadPoolExecutor
         from apscheduler.schedulers.background import BackgroundScheduler
 
+        logging.getLogger("apscheduler.scheduler").addFilter(_SkippedPollFilter())
         scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(max_workers=max(1, min(8, len(self.syncs))))},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},

@@ -69,7 +69,8 @@ def run(once: bool, as_json: bool) -> int:
 @click.command()
 @json_option
 def status(as_json: bool) -> int:
-    """Show each mailbox: last poll, last UID, messages by status, last error."""
+    """Show each mailbox: last poll, last UID, messages by status, last error, and what an
+    admin must look at (quarantined messages, server actions given up)."""
     from mailbot.ingest.ledger import mailbox_statuses
 
     config = get_state().config
@@ -100,6 +101,11 @@ def status(as_json: bool) -> int:
             when = r.last_error_at.strftime("%Y-%m-%d %H:%M:%S") if r.last_error_at else "?"
             click.echo(f"\n{r.account}/{r.mailbox}: last error at {when} "
                        f"({r.consecutive_failures} in a row): {r.last_error}")
+        for q in r.quarantined:
+            click.echo(f"\n{r.account}/{r.mailbox}: message {q['id']} quarantined "
+                       f"({q['subject'] or 'no subject'}): {q['reason']}")
+        for f in r.outbox_failed:
+            click.echo(f"\n{r.account}/{r.mailbox}: a {f['kind']} was given up: {f['error']}")
     return int(ExitCode.OK)
 
 

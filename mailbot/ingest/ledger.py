@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mailbot.audit.events import record_event
@@ -46,20 +47,28 @@ class NewMessage:
 
 
 def get_or_create_mailbox(session: Session, account_name: str, folder: str) -> Mailbox:
-    """The mailbox row for an account's folder, created on first sight."""
-    account = session.scalar(select(Account).where(Account.name == account_name))
-    if account is None:
-        account = Account(name=account_name, created_at=utcnow())
-        session.add(account)
-        session.flush()
-    mailbox = session.scalar(
-        select(Mailbox).where(Mailbox.account_id == account.id, Mailbox.name == folder)
-    )
-    if mailbox is None:
-        mailbox = Mailbox(account_id=account.id, name=folder, last_uid=0, consecutive_failures=0)
-        session.add(mailbox)
-        session.flush()
-    return mailbox
+    """The mailbox row for an account's folder, created on first sight (two workers starting
+    at once both find the one row: the loser of the insert reads the winner's)."""
+    for _ in range(3):
+        account = session.scalar(select(Account).where(Account.name == account_name))
+        mailbox = None if account is None else session.scalar(
+            select(Mailbox).where(Mailbox.account_id == account.id, Mailbox.name == folder))
+        if mailbox is not None:
+            return mailbox
+        try:
+            with session.begin_nested():
+                if account is None:
+                    account = Account(name=account_name, created_at=utcnow())
+                    session.add(account)
+                    session.flush()
+                mailbox = Mailbox(account_id=account.id, name=folder, last_uid=0,
+                                  consecutive_failures=0)
+                session.add(mailbox)
+                session.flush()
+            return mailbox
+        except IntegrityError:
+            continue  # created meanwhile by another worker: read it
+    raise RuntimeError(f"could not create the mailbox {account_name}/{folder}")
 
 
 def add_messages(session: Session, mailbox: Mailbox, batch: Sequence[NewMessage]) -> list[Message]:

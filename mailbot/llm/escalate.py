@@ -42,7 +42,7 @@ from mailbot.db.base import utcnow
 from mailbot.db.llm_records import BudgetLock, LLMRequest, TeacherLabel
 from mailbot.db.models import Message
 from mailbot.db.session import Database
-from mailbot.errors import Stopping
+from mailbot.errors import Stopping, TransientError
 from mailbot.ingest.lease import holder_is_dead
 from mailbot.llm.audit import record_llm_call, record_llm_failure
 from mailbot.llm.client import LLMClassification, LLMClient, LLMResult
@@ -222,7 +222,7 @@ class EscalationRunner:
             * settings.retry_max_seconds + 60)
         self._counts: Counter[str] = Counter()
         self._lock = threading.Lock()
-        self._refused_last = 0
+        self._sending: set[int] = set()  # request ids this runner has on the wire now
 
     def run(self, *, mailbox_id: int | None = None, until: threading.Event | None = None
             ) -> EscalationReport:
@@ -231,7 +231,8 @@ class EscalationRunner:
         With `until`, keep watching for new requests until it is set (the local stages of
         the same poll are still recording them).
         """
-        self._counts = Counter()
+        with self._lock:
+            before = Counter(self._counts)
         self.recover_interrupted()
         with ThreadPoolExecutor(max_workers=self.concurrency,
                                 thread_name_prefix="mailbot-llm") as pool:
@@ -239,10 +240,11 @@ class EscalationRunner:
             while True:
                 finishing = until is None or until.is_set() or self.stop.is_set()
                 free = self.concurrency - len(in_flight)
-                jobs = self.claim(free, mailbox_id) if free > 0 and not self.stop.is_set() else []
+                jobs, refused = (self._claim(free, mailbox_id)
+                                 if free > 0 and not self.stop.is_set() else ([], 0))
                 in_flight.update(pool.submit(self._one, job) for job in jobs)
                 if not in_flight:
-                    if self._refused_last:
+                    if refused:
                         continue  # those went to a person; there may be more behind them
                     if finishing:
                         break
@@ -251,21 +253,26 @@ class EscalationRunner:
                 done, in_flight = wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
                 for future in done:
                     future.result()  # an unexpected error is a bug: let it be seen
-        return EscalationReport(self._counts["sent"], self._counts["answered"],
-                                self._counts["failed"], self._counts["refused"])
+        with self._lock:
+            counts = self._counts - before
+        return EscalationReport(counts["sent"], counts["answered"], counts["failed"],
+                                counts["refused"])
 
     # --- 2. claiming, with the budget ----------------------------------------------------------
 
     def claim(self, limit: int, mailbox_id: int | None = None) -> list[_Job]:
         """Take up to `limit` pending requests that the budget allows (those it refuses for
         good go to a person on the way)."""
-        self._refused_last = 0
+        return self._claim(limit, mailbox_id)[0]
+
+    def _claim(self, limit: int, mailbox_id: int | None) -> tuple[list[_Job], int]:
         if limit <= 0:
-            return []
+            return [], 0
+        refused = 0
         with self.database.session() as session:
             rows = self._pending(session, limit, mailbox_id)
             if not rows:
-                return []
+                return [], 0
             jobs = []
             for row, message_mailbox in rows:
                 reserve = reserve_for(self.client, row.task, row.request,
@@ -273,7 +280,7 @@ class EscalationRunner:
                 refusal, wait = self._over_budget(session, reserve)
                 if refusal is not None:
                     self._refuse(session, row, refusal)
-                    self._refused_last += 1
+                    refused += 1
                     continue
                 if wait:  # the calls in flight may need the rest: try when they are back
                     break
@@ -285,7 +292,9 @@ class EscalationRunner:
                                  dict(row.request)))
         with self._lock:
             self._counts["sent"] += len(jobs)
-        return jobs
+            # From now until recorded, these are ours on the wire (see recover_interrupted).
+            self._sending.update(job.request_id for job in jobs)
+        return jobs, refused
 
     def _pending(self, session: Session, limit: int, mailbox_id: int | None
                  ) -> list[tuple[LLMRequest, int]]:
@@ -329,18 +338,38 @@ class EscalationRunner:
 
     def _one(self, job: _Job) -> None:
         try:
+            self._send_and_record(job)
+        finally:
+            with self._lock:
+                self._sending.discard(job.request_id)
+
+    def _send_and_record(self, job: _Job) -> None:
+        try:
             answer = self._send(job)
         except Stopping:
-            self._release(job)
+            self._durably(self._release, job)
             return
         except _LLM_ERRORS as exc:
             log.warning("cloud LLM failed on message %s (%s): %s", job.message_pk, job.task, exc)
-            self._record_failure(job, exc)
+            self._durably(self._record_failure, job, exc)
             return
         if job.task == CLASSIFY:
-            self._record_classification(job, answer)
+            self._durably(self._record_classification, job, answer)
         else:
-            self._record_reply(job, answer)
+            self._durably(self._record_reply, job, answer)
+
+    def _durably(self, record: Callable[..., None], *args: Any) -> None:
+        """Record an answer already paid for, retrying while the database is briefly away
+        (it is lost only if the database stays away; the message then goes to a person)."""
+        for attempt in range(6):
+            try:
+                record(*args)
+                return
+            except TransientError as exc:
+                if attempt == 5 or self.stop.wait(min(30.0, 0.5 * 2 ** attempt)):
+                    log.error("could not record a cloud answer: %s", exc)
+                    return
+                log.warning("could not record a cloud answer (%s); retrying", exc)
 
     def _send(self, job: _Job) -> LLMResult[Any]:
         payload = job.payload
@@ -456,12 +485,18 @@ class EscalationRunner:
         now = self.clock()
         with self.database.session() as session:
             rows = session.scalars(
-                select(LLMRequest).where(LLMRequest.state == "sent",
-                                         LLMRequest.claimed_by != self.owner)
+                select(LLMRequest).where(LLMRequest.state == "sent")
                 .with_for_update(skip_locked=True)
             ).all()
-            lost = [r for r in rows if (r.claimed_by and holder_is_dead(r.claimed_by))
-                    or (r.sent_at is not None and r.sent_at < now - self.stale_after)]
+            with self._lock:
+                sending = set(self._sending)
+            # Ours but not on the wire: its answer could not be recorded (the database went
+            # away for too long). Another worker's: its process is gone, or it is stale.
+            lost = [r for r in rows if (r.claimed_by == self.owner and r.id not in sending)
+                    or (r.claimed_by != self.owner and r.claimed_by
+                        and holder_is_dead(r.claimed_by))
+                    or (r.claimed_by != self.owner and r.sent_at is not None
+                        and r.sent_at < now - self.stale_after)]
             for row in lost:
                 row.state = "interrupted"
                 row.reserved_cost = 0.0

@@ -111,8 +111,8 @@ class Cluster:
     def __init__(self, dovecot: DovecotServer, llm: FakeOpenAI, database_url: str,
                  models_dir: Path, *, work_dir: Path | None = None, concurrency: int = 2,
                  daily_budget: float = 0.0, account: dict[str, Any] | None = None,
-                 worker: dict[str, Any] | None = None, llm_settings: dict[str, Any] | None = None
-                 ) -> None:
+                 worker: dict[str, Any] | None = None, llm_settings: dict[str, Any] | None = None,
+                 route: dict[str, Any] | None = None) -> None:
         self.dovecot = dovecot
         self.llm = llm
         self.database_url = database_url
@@ -125,21 +125,27 @@ class Cluster:
         settings = {"poll_interval": 1, "fetch_batch": 50, "processed_action": "flag",
                     "support_address": "support@shop.example.com", **(account or {})}
         self.config = self.dir / "mailbot.toml"
-        lines = [f'data_dir = "{self.dir / "var"}"', "[database]", f'url = "{database_url}"',
-                 "[models]", f'dir = "{models_dir}"', "intra_threads = 1",
-                 "[worker]", "lease_seconds = 15", "retry_base_seconds = 0.2",
-                 "retry_max_seconds = 2.0", "claim_seconds = 30", 'log_level = "WARNING"',
-                 *[f"{k} = {json.dumps(v)}" for k, v in (worker or {}).items()],
-                 "[llm]", f'base_url = "{llm.base_url}"', 'model = "fake-model"',
-                 f"concurrency = {concurrency}", "read_timeout = 3.0", "connect_timeout = 2.0",
-                 "attempts = 3", "retry_base_seconds = 0.2", "retry_max_seconds = 1.0",
-                 "breaker_failures = 50", "breaker_cooldown_seconds = 2.0",
-                 *[f"{k} = {json.dumps(v)}" for k, v in (llm_settings or {}).items()],
-                 "[route]", 'llm_classify = "never"',
-                 "[cost]", f"daily_budget = {daily_budget}",
-                 "[[accounts]]",
-                 *[f"{k} = {json.dumps(v)}" for k, v in
-                   self.user.account_settings(**settings).items()]]
+        sections: dict[str, dict[str, Any]] = {
+            "database": {"url": database_url},
+            "models": {"dir": str(models_dir), "intra_threads": 1},
+            "worker": {"lease_seconds": 15, "retry_base_seconds": 0.2,
+                       "retry_max_seconds": 2.0, "claim_seconds": 30,
+                       "log_level": "WARNING", **(worker or {})},
+            "llm": {"base_url": llm.base_url, "model": "fake-model",
+                    "concurrency": concurrency, "read_timeout": 3.0, "connect_timeout": 2.0,
+                    "attempts": 3, "retry_base_seconds": 0.2, "retry_max_seconds": 1.0,
+                    "breaker_failures": 50, "breaker_cooldown_seconds": 2.0,
+                    **(llm_settings or {})},
+            "route": {"llm_classify": "never", **(route or {})},
+            "cost": {"daily_budget": daily_budget},
+        }
+        lines = [f'data_dir = "{self.dir / "var"}"']
+        for name, values in sections.items():
+            lines.append(f"[{name}]")
+            lines.extend(f"{key} = {json.dumps(value)}" for key, value in values.items())
+        lines.append("[[accounts]]")
+        lines.extend(f"{key} = {json.dumps(value)}"
+                     for key, value in self.user.account_settings(**settings).items())
         self.config.write_text("\n".join(lines) + "\n")
         self._prepare_database()
 
