@@ -233,15 +233,29 @@ class EscalationRunner:
         """
         with self._lock:
             before = Counter(self._counts)
-        self.recover_interrupted()
+        try:
+            self.recover_interrupted()
+        except TransientError as exc:
+            log.warning("could not look for interrupted cloud calls: %s", exc)
         with ThreadPoolExecutor(max_workers=self.concurrency,
                                 thread_name_prefix="mailbot-llm") as pool:
             in_flight: set[Future[None]] = set()
+            outage = 0
             while True:
                 finishing = until is None or until.is_set() or self.stop.is_set()
                 free = self.concurrency - len(in_flight)
-                jobs, refused = (self._claim(free, mailbox_id)
-                                 if free > 0 and not self.stop.is_set() else ([], 0))
+                try:
+                    jobs, refused = (self._claim(free, mailbox_id)
+                                     if free > 0 and not self.stop.is_set() else ([], 0))
+                    outage = 0
+                except TransientError as exc:  # the database is briefly away: wait, go on
+                    outage += 1
+                    if outage > 30 and not in_flight:
+                        log.warning("the cloud LLM step stops for now: %s", exc)
+                        break
+                    log.warning("could not claim cloud requests (%s); trying again", exc)
+                    jobs, refused = [], 0
+                    self.stop.wait(1.0)
                 in_flight.update(pool.submit(self._one, job) for job in jobs)
                 if not in_flight:
                     if refused:
