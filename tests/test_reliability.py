@@ -597,3 +597,86 @@ def func_count() -> Any:
     from sqlalchemy import func
 
     return func.count()
+
+
+def test_sigterm_cuts_the_wait_between_cloud_retries_and_pays_nothing(
+    tmp_path: Any, encoder_dir: Any, fake_llm: Any, sqlite_url: str
+) -> None:
+    """The cloud LLM is down and asks for a long wait: SIGTERM ends the worker at once, and
+    the request is left to be sent later (nothing was answered, nothing was billed)."""
+    import signal
+    import subprocess
+    import sys
+
+    from mailbot.db.llm_records import LLMRequest
+    from tests.support.fake_openai import Reply
+
+    fake_llm.default = lambda r: Reply(status=503)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "hard.eml").write_bytes(support_email(
+        1, body="Order A10234 is three weeks late. My lawyer will take you to court."))
+    config = tmp_path / "mailbot.toml"
+    config.write_text("\n".join([
+        f'data_dir = "{tmp_path / "var"}"', "[database]", f'url = "{sqlite_url}"',
+        "[models]", f'dir = "{encoder_dir.parent}"',
+        "[llm]", f'base_url = "{fake_llm.base_url}"', 'model = "fake-model"', "attempts = 5",
+        "retry_base_seconds = 60", "retry_max_seconds = 60", "max_retry_after_seconds = 600"])
+        + "\n")
+    process = subprocess.Popen([sys.executable, "-m", "mailbot", "--config", str(config),
+                                "ingest", str(folder)], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not fake_llm.chat_requests and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert fake_llm.chat_requests, "the worker never called the cloud LLM"
+    time.sleep(0.5)  # now in the minute-long wait before the second attempt
+    stopped = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=30)
+    assert time.monotonic() - stopped < 15
+    assert len(fake_llm.chat_requests) == 1 and sum(fake_llm.paid.values()) == 0
+    database = Database(sqlite_url)
+    with database.session() as session:
+        [row] = session.scalars(select(LLMRequest)).all()
+        [message] = session.scalars(select(Message)).all()
+    assert row.state == "pending" and row.reserved_cost == 0.0
+    assert message.status == MessageStatus.ESCALATING  # sent later, by the next worker
+
+
+class BrokenBatch:
+    """A stage whose batch form fails, so the runner retries its messages one by one."""
+
+    name = "broken_batch"
+
+    def run(self, case: Case) -> Step:
+        return Step(case, "ok")
+
+    def run_many(self, cases: Any) -> list[Step]:
+        raise RuntimeError("the batch failed")
+
+
+def test_a_batch_retried_message_by_message_never_calls_the_cloud_twice(
+    tmp_path: Any, encoder_dir: Any, fake_llm: Any
+) -> None:
+    from mailbot.ingest.maildir import ingest_local
+    from mailbot.pipeline.wiring import build_pipeline, build_stages
+    from tests.test_escalation import HARD
+    from tests.test_route import config_for
+
+    config = config_for(tmp_path, encoder_dir, llm={"base_url": fake_llm.base_url,
+                                                     "model": "fake-model"},
+                        route={"llm_classify": "never"})
+    database = Database(config.database_url)
+    database.upgrade()
+    stages = build_stages(config, database)
+    stages.insert(2, BrokenBatch())
+    built = build_pipeline(config, database, stages=stages)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for n in range(4):
+        (folder / f"{n}.eml").write_bytes(support_email(n, body=HARD,
+                                                        sender=f"C{n} <c{n}@example.org>"))
+    ingest_local(database, sorted(folder.iterdir()), built.pipeline,
+                 escalations=built.escalations)
+    assert len(fake_llm.chat_requests) == 4  # one call per escalated message
+    assert sorted(fake_llm.paid.values()) == [1, 1, 1, 1]

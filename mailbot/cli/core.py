@@ -122,15 +122,34 @@ def ingest(paths: tuple[Path, ...], mailbox: str, as_json: bool) -> int:
     config = get_state().config
     database = _database(config)
     database.ensure_schema()
-    built = build_pipeline(config, database)
+    stop = _stop_on_signals()
+    built = build_pipeline(config, database, stop=stop)
     report = ingest_local(database, paths, built.pipeline, escalations=built.escalations,
-                          mailbox_name=mailbox)
+                          mailbox_name=mailbox, stop=stop)
     if as_json:
         emit_json(asdict(report))
     else:
         click.echo(f"{report.files} file(s): {report.ingested} ingested, "
                    f"{report.already_known} already in the ledger, {report.processed} processed")
     return int(ExitCode.OK)
+
+
+def _stop_on_signals() -> Any:
+    """An event SIGTERM and Ctrl-C set: the messages in hand are finished and recorded, the
+    waits between cloud retries cut short, and the rest is left for the next run."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+
+    def handle(signum: int, _frame: object) -> None:
+        logging.getLogger("mailbot").info("received %s; finishing what is in hand",
+                                          signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+    return stop
 
 
 def sample_dir() -> Path:
