@@ -30,6 +30,7 @@ from mailbot.db.drafts import DraftRecord
 from mailbot.db.llm_records import LLMRequest, TeacherLabel
 from mailbot.db.models import Message, MessageFacts, MessageStatus, RawMessage
 from mailbot.db.outbox import OutboxEntry
+from mailbot.db.outcomes import DraftOutcome, HumanLabel, LabelKind
 
 if TYPE_CHECKING:
     from mailbot.config import RetentionSettings
@@ -131,6 +132,15 @@ def _scrub(session: Session, pks: list[int], *, raw: int | None) -> ErasureRepor
         labels += _count(session.execute(
             update(TeacherLabel).where(TeacherLabel.message_pk.in_(chunk))
             .values(input_text="", value={})))
+        # A corrected field value is personal; a corrected intent or priority is not.
+        labels += _count(session.execute(
+            update(HumanLabel).where(HumanLabel.message_pk.in_(chunk),
+                                     HumanLabel.kind == LabelKind.FIELD)
+            .values(value=None, previous=None)))
+        session.execute(
+            update(DraftOutcome).where(DraftOutcome.message_pk.in_(chunk))
+            .values(proposed_text=None, sent_text=None, note=None, sent_message_id=None),
+            execution_options={"synchronize_session": False})
         # A reply waiting to be sent carries its text; drafts, flags and moves only ids.
         session.execute(update(OutboxEntry).where(OutboxEntry.message_pk.in_(chunk),
                                                   OutboxEntry.kind == "send")

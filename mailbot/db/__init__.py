@@ -15,6 +15,7 @@ from mailbot.db.models import (
     RawMessage,
 )
 from mailbot.db.outbox import OutboxEntry, OutboxKind, OutboxState
+from mailbot.db.outcomes import DraftOutcome, HumanLabel
 from mailbot.db.session import Database
 
 __all__ = [
@@ -23,8 +24,10 @@ __all__ = [
     "Base",
     "BudgetLock",
     "Database",
+    "DraftOutcome",
     "DraftRecord",
     "Event",
+    "HumanLabel",
     "LLMRequest",
     "Mailbox",
     "Message",
