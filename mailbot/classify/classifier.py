@@ -19,6 +19,7 @@ from mailbot.classify.store import HEAD_NAMES, HeadStore, TextEncoder, encoder_m
 from mailbot.config import ClassifierSettings, Config
 from mailbot.db import Database
 from mailbot.errors import ModelError
+from mailbot.parse.message import join_text
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ def _one_blas_thread() -> AbstractContextManager[Any]:
 
 def message_text(subject: str | None, body: str | None) -> str:
     """What is classified for an email: its subject, then its new (unquoted) text."""
-    return "\n\n".join(part.strip() for part in (subject, body) if part and part.strip())
+    return join_text(subject, body)
 
 
 class Classifier:
