@@ -544,6 +544,21 @@ def test_erasure_removes_a_persons_data_and_keeps_the_audit_trail(
                            support_email(2)])
     worker = make_worker(database, imap_user.account_settings())
     worker.poll_all()
+    from mailbot.db.outcomes import DraftOutcome, HumanLabel
+
+    with database.session() as session:
+        first = session.scalars(select(Message).order_by(Message.uid)).first()
+        assert first is not None
+        # An agent's corrections and the reply as sent are the person's data as well.
+        session.add_all([
+            HumanLabel(message_pk=first.id, kind="field", name="order_id", value="A10234",
+                       previous="A1023", agent="sam"),
+            HumanLabel(message_pk=first.id, kind="intent", value="order_status",
+                       previous="delivery_problem", agent="sam"),
+            DraftOutcome(message_pk=first.id, outcome="sent_edited", edit_distance=0.2,
+                         proposed_text="Dear Emma, ...", sent_text="Dear Emma Clarke, ...",
+                         agent="sam"),
+        ])
     with database.session() as session:
         events_before = session.scalar(select(func_count()).select_from(Event))
     config = tmp_path / "mailbot.toml"
@@ -558,6 +573,12 @@ def test_erasure_removes_a_persons_data_and_keeps_the_audit_trail(
         assert session.get(RawMessage, erased.id) is None
         assert session.get(MessageFacts, erased.id) is None
         assert kept.sender == "customer2@example.org" and session.get(RawMessage, kept.id)
+        labels = {label.kind: label for label in session.scalars(select(HumanLabel))}
+        assert labels["field"].value is None and labels["field"].previous is None
+        assert labels["intent"].value == "order_status"  # a label, not personal: kept
+        outcome = session.scalars(select(DraftOutcome)).one()
+        assert outcome.sent_text is None and outcome.proposed_text is None
+        assert outcome.edit_distance == 0.2  # the figure stays for the reports
         every = session.scalars(select(Event)).all()
     assert len(every) == events_before + 1  # nothing removed, the erasure recorded
     logged = json_module.dumps([e.details for e in every])
