@@ -8,6 +8,7 @@ the first day counted, `until` the day to stop before.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -315,6 +316,25 @@ _BUILDERS: dict[str, Callable[[Session, str, date | None, date | None], Report]]
     "volume": _volume, "automation": _automation, "escalations": _escalations,
     "drafts": _drafts, "latency": _latency, "cost": _cost,
 }
+
+
+def example_queries(markdown: str, dialect: str) -> list[tuple[str, str]]:
+    """The numbered example queries of docs/sql.md: (title, SQL) for `dialect`.
+
+    Each is a `### N. title` heading followed by one ```sql block that runs on both
+    databases, or two: the SQLite one first, then the PostgreSQL one.
+    """
+    found = []
+    for section in re.split(r"^### ", markdown, flags=re.M)[1:]:
+        title, _, body = section.partition("\n")
+        if not re.match(r"\d+\.", title):
+            continue
+        blocks = re.findall(r"```sql\n(.*?)```", body, re.S)
+        if not blocks:
+            continue
+        sql = blocks[1] if dialect == "postgresql" and len(blocks) > 1 else blocks[0]
+        found.append((title.strip(), sql.strip().rstrip(";")))
+    return found
 
 
 def build_report(session: Session, name: str, *, by: str = "day", since: date | None = None,

@@ -44,7 +44,7 @@ class _Dialect:
 
     def seconds(self, later: str, earlier: str) -> str:
         if self.pg:
-            return f"EXTRACT(EPOCH FROM ({later} - {earlier}))"
+            return f"CAST(EXTRACT(EPOCH FROM ({later} - {earlier})) AS DOUBLE PRECISION)"
         return f"((julianday({later}) - julianday({earlier})) * 86400.0)"
 
     def day(self, ts: str) -> str:
@@ -71,7 +71,8 @@ class _Dialect:
         return f"(CASE WHEN {condition} THEN 1 ELSE 0 END)"
 
     def share(self, part: str, whole: str) -> str:
-        return f"(1.0 * ({part}) / NULLIF({whole}, 0))"
+        real = "DOUBLE PRECISION" if self.pg else "REAL"
+        return f"(CAST({part} AS {real}) / NULLIF({whole}, 0))"
 
 
 def v_messages(d: _Dialect) -> str:
