@@ -38,8 +38,7 @@ from mailbot.db.session import Database  # noqa: E402
 from tests.support.audit_data import insert_rows, synthesize  # noqa: E402
 
 ADMIN_URL = os.environ.get("MAILBOT_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-REPORT_INDEXES = ("ix_events_message_pk_stage", "ix_events_stage_message_pk",
-                  "ix_drafts_created_at")
+REPORT_INDEXES = ("ix_events_message_pk_stage", "ix_events_stage_message_pk")
 
 
 def cpu_name() -> str:
@@ -92,6 +91,7 @@ def run_all(database: Database, repeat: int) -> dict[str, tuple[float, int]]:
     with database.session() as session:
         for view in VIEWS:
             results[view] = timed(session, f"SELECT * FROM {view}", repeat)
+            print(f"  {view}: {results[view][0]:.3f} s", flush=True)
         for title, sql in example_queries(dialect):
             results[f"query: {title}"] = timed(session, sql, repeat)
     return results

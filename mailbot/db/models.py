@@ -159,6 +159,12 @@ class Event(Base):
     """
 
     __tablename__ = "events"
+    __table_args__ = (
+        # The managers' views (migration 0011) read events per message and per stage.
+        Index("ix_events_message_pk_stage", "message_pk", "stage",
+              postgresql_include=["outcome", "cost", "tokens_in", "tokens_out"]),
+        Index("ix_events_stage_message_pk", "stage", "message_pk", "id"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     message_pk: Mapped[int | None] = mapped_column(ForeignKey("messages.id"), index=True)

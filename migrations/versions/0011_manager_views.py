@@ -75,10 +75,33 @@ class _Dialect:
         return f"(CAST({part} AS {real}) / NULLIF({whole}, 0))"
 
 
+def latest(d: _Dialect, stage: str, columns: str) -> str:
+    """A derived table: per message, `columns` of its latest `stage` event (alias `e`)."""
+    if d.pg:  # one index scan over the stage's events (ix_events_stage_message_pk)
+        return (f"(SELECT DISTINCT ON (e.message_pk) e.message_pk, {columns} FROM events e "
+                f"WHERE e.stage = '{stage}' AND e.message_pk IS NOT NULL "
+                f"ORDER BY e.message_pk, e.id DESC)")
+    return (f"(SELECT e.message_pk, {columns} FROM events e JOIN "
+            f"(SELECT message_pk, MAX(id) AS id FROM events WHERE stage = '{stage}' "
+            f"AND message_pk IS NOT NULL GROUP BY message_pk) l ON l.id = e.id)")
+
+
+def classify_columns(d: _Dialect) -> str:
+    return ", ".join([
+        f"{d.text('e.details', 'intent', 'label')} AS intent",
+        f"{d.num('e.details', 'intent', 'confidence')} AS intent_confidence",
+        f"{d.text('e.details', 'priority', 'label')} AS priority",
+        f"{d.text('e.details', 'sentiment', 'label')} AS sentiment",
+        f"{d.text('e.details', 'language')} AS language",
+        f"{d.num('e.details', 'out_of_scope_score')} AS out_of_scope_score",
+        f"{d.text('e.details', 'head_version')} AS head_version",
+        "e.model AS model", "e.model_version AS model_version"])
+
+
 def v_messages(d: _Dialect) -> str:
     received = "COALESCE(m.received_at, m.fetched_at)"
     llm_tokens = "ev.llm_calls > 0 AND ev.llm_tokens_in > 0"
-    text_chars = f"COALESCE({d.num('p.details', 'text_chars')}, m.size)"
+    text_chars = "COALESCE(p.text_chars, m.size)"
     cloud_in = (f"(CASE WHEN {llm_tokens} THEN ev.llm_tokens_in ELSE pr.prompt_overhead_tokens "
                 f"+ {d.ceil_div(text_chars, 'pr.chars_per_token')} END)")
     cloud_out = f"(CASE WHEN {llm_tokens} THEN ev.llm_tokens_out ELSE pr.typical_output_tokens END)"
@@ -93,19 +116,19 @@ SELECT
   {d.day(received)} AS day,
   m.fetched_at AS fetched_at,
   m.status AS status,
-  {d.text('c.details', 'intent', 'label')} AS intent,
-  {d.num('c.details', 'intent', 'confidence')} AS intent_confidence,
-  {d.text('c.details', 'priority', 'label')} AS priority,
-  {d.text('c.details', 'sentiment', 'label')} AS sentiment,
-  {d.text('c.details', 'language')} AS language,
-  {d.num('c.details', 'out_of_scope_score')} AS out_of_scope_score,
+  c.intent AS intent,
+  c.intent_confidence AS intent_confidence,
+  c.priority AS priority,
+  c.sentiment AS sentiment,
+  c.language AS language,
+  c.out_of_scope_score AS out_of_scope_score,
   c.model AS classifier_model,
   c.model_version AS classifier_version,
   (SELECT hl.value FROM human_labels hl WHERE hl.message_pk = m.id AND hl.kind = 'intent'
    ORDER BY hl.id DESC LIMIT 1) AS corrected_intent,
-  r.outcome AS route,
-  {d.codes('r.details')} AS route_reasons,
-  {d.text('s.details', 'handoff')} AS handoff,
+  r.route AS route,
+  r.route_reasons AS route_reasons,
+  s.handoff AS handoff,
   d.id AS draft_id,
   d.template AS draft_template,
   d.model AS draft_model,
@@ -138,10 +161,6 @@ JOIN accounts a ON a.id = mb.account_id
 LEFT JOIN (
   SELECT
     e.message_pk,
-    MAX(CASE WHEN e.stage = 'parse' THEN e.id END) AS parse_event,
-    MAX(CASE WHEN e.stage = 'classify' THEN e.id END) AS classify_event,
-    MAX(CASE WHEN e.stage = 'route' THEN e.id END) AS route_event,
-    MAX(CASE WHEN e.stage = 'settle' THEN e.id END) AS settle_event,
     SUM(CASE WHEN e.stage <> 'fetch' THEN 1 ELSE 0 END) AS work_events,
     SUM(e.cost) AS cost,
     SUM(CASE WHEN e.stage = 'llm' THEN 1 ELSE 0 END) AS llm_calls,
@@ -153,10 +172,13 @@ LEFT JOIN (
   WHERE e.message_pk IS NOT NULL
   GROUP BY e.message_pk
 ) ev ON ev.message_pk = m.id
-LEFT JOIN events p ON p.id = ev.parse_event
-LEFT JOIN events c ON c.id = ev.classify_event
-LEFT JOIN events r ON r.id = ev.route_event
-LEFT JOIN events s ON s.id = ev.settle_event
+LEFT JOIN {latest(d, 'parse', f"{d.num('e.details', 'text_chars')} AS text_chars")} p
+  ON p.message_pk = m.id
+LEFT JOIN {latest(d, 'classify', classify_columns(d))} c ON c.message_pk = m.id
+LEFT JOIN {latest(d, 'route', f"e.outcome AS route, {d.codes('e.details')} AS route_reasons")} r
+  ON r.message_pk = m.id
+LEFT JOIN {latest(d, 'settle', f"{d.text('e.details', 'handoff')} AS handoff")} s
+  ON s.message_pk = m.id
 LEFT JOIN drafts d ON d.message_pk = m.id
 LEFT JOIN (SELECT message_pk, MAX(id) AS outcome_id FROM draft_outcomes GROUP BY message_pk) lo
   ON lo.message_pk = m.id
@@ -198,8 +220,6 @@ GROUP BY v.day, v.account, v.mailbox, v.mailbox_id
 
 
 def v_draft_outcomes(d: _Dialect) -> str:
-    classify = ("(SELECT MAX(e.id) FROM events e WHERE e.message_pk = o.message_pk "
-                "AND e.stage = 'classify')")
     return f"""
 SELECT
   o.id AS outcome_id,
@@ -218,7 +238,7 @@ SELECT
   {d.flag("o.outcome = 'rejected'")} AS rejected,
   {d.flag("o.outcome = 'discarded'")} AS discarded,
   {d.flag("o.outcome = 'handled_elsewhere'")} AS handled_elsewhere,
-  {d.text('c.details', 'intent', 'label')} AS intent,
+  c.intent AS intent,
   COALESCE(o.language, dr.language) AS language,
   COALESCE(o.template, dr.template) AS template,
   COALESCE(o.model, dr.model) AS model,
@@ -231,7 +251,7 @@ JOIN messages m ON m.id = o.message_pk
 JOIN mailboxes mb ON mb.id = m.mailbox_id
 JOIN accounts a ON a.id = mb.account_id
 LEFT JOIN drafts dr ON dr.id = o.draft_id
-LEFT JOIN events c ON c.id = {classify}
+LEFT JOIN {latest(d, 'classify', classify_columns(d))} c ON c.message_pk = o.message_pk
 """
 
 
@@ -276,8 +296,8 @@ SELECT
                                ORDER BY x.kind_order, x.reason_index, x.created_at) = 1
        THEN 1 ELSE 0 END AS first_reason,
   m.status AS status,
-  {d.text('c.details', 'intent', 'label')} AS intent,
-  {d.text('c.details', 'language')} AS language,
+  c.intent AS intent,
+  c.language AS language,
   COALESCE(l.llm_calls, 0) AS llm_calls,
   COALESCE(l.llm_failures, 0) AS llm_failures,
   COALESCE(l.llm_tokens_in, 0) AS llm_tokens_in,
@@ -291,8 +311,7 @@ FROM ({reasons}
 JOIN messages m ON m.id = x.message_pk
 JOIN mailboxes mb ON mb.id = m.mailbox_id
 JOIN accounts a ON a.id = mb.account_id
-LEFT JOIN events c ON c.id = (SELECT MAX(e.id) FROM events e WHERE e.message_pk = x.message_pk
-                              AND e.stage = 'classify')
+LEFT JOIN {latest(d, 'classify', classify_columns(d))} c ON c.message_pk = x.message_pk
 LEFT JOIN (
   SELECT e.message_pk,
          COUNT(*) AS llm_calls,
@@ -313,8 +332,6 @@ LEFT JOIN (
 
 def v_corrections(d: _Dialect) -> str:
     # A field's value is personal data: only whether it was changed is shown.
-    classify = ("(SELECT MAX(e.id) FROM events e WHERE e.message_pk = h.message_pk "
-                "AND e.stage = 'classify')")
     return f"""
 SELECT
   h.id AS label_id,
@@ -334,12 +351,12 @@ SELECT
   h.agent AS agent,
   c.model AS classifier_model,
   c.model_version AS classifier_version,
-  {d.text('c.details', 'head_version')} AS head_version
+  c.head_version AS head_version
 FROM human_labels h
 JOIN messages m ON m.id = h.message_pk
 JOIN mailboxes mb ON mb.id = m.mailbox_id
 JOIN accounts a ON a.id = mb.account_id
-LEFT JOIN events c ON c.id = {classify}
+LEFT JOIN {latest(d, 'classify', classify_columns(d))} c ON c.message_pk = h.message_pk
 """
 
 
@@ -360,6 +377,11 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_cost_prices")),
     )
+    # The views read events per message and per stage; PostgreSQL answers the per-message
+    # sums from the index alone.
+    op.create_index("ix_events_message_pk_stage", "events", ["message_pk", "stage"],
+                    postgresql_include=["outcome", "cost", "tokens_in", "tokens_out"])
+    op.create_index("ix_events_stage_message_pk", "events", ["stage", "message_pk", "id"])
     dialect = _Dialect(op.get_bind().dialect.name)
     for name in reversed(VIEWS):  # v_messages first: v_daily reads it
         op.execute(f"CREATE VIEW {name} AS {BUILDERS[name](dialect)}")
@@ -368,4 +390,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     for name in VIEWS:
         op.execute(f"DROP VIEW IF EXISTS {name}")
+    op.drop_index("ix_events_stage_message_pk", table_name="events")
+    op.drop_index("ix_events_message_pk_stage", table_name="events")
     op.drop_table("cost_prices")

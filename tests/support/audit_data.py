@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.orm import Session
 
 from mailbot.db.drafts import DraftRecord
@@ -144,6 +144,10 @@ def synthesize(session: Session, messages: int, *, seed: int = 7, days: int = 90
             flush()
     flush()
     session.flush()
+    if session.get_bind().dialect.name == "postgresql":  # ids were given: move the sequences on
+        for table in rows:
+            session.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                                 f"COALESCE((SELECT MAX(id) FROM {table}), 0) + 1, false)"))
     return counts
 
 
