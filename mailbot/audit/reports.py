@@ -300,7 +300,8 @@ def _cost(session: Session, by: str, since: date | None, until: date | None) -> 
     rows = _grouped(session, "v_messages", sums, by, since, until)
     out = []
     for r in rows:
-        handled, spent, estimate = _int(r["handled"]), float(r["spent"] or 0), r["all_cloud_estimate"]
+        handled, spent = _int(r["handled"]), float(r["spent"] or 0)
+        estimate = r["all_cloud_estimate"]
         out.append({by: r[by], "handled": handled, "escalated": _int(r["escalated"]),
                     "spent": _round(spent), "spent_cloud": _round(r["spent_cloud"] or 0),
                     "all_cloud_estimate": _round(estimate),

@@ -84,8 +84,9 @@ def _view_report(name: str, since: datetime | None, until: datetime | None, by: 
 
 def _refresh_prices(database: Any, config: Any, store: Any) -> None:
     """Give the views this config's prices (a read-only database user keeps the stored ones)."""
-    from mailbot.errors import MailbotError
     from sqlalchemy.exc import SQLAlchemyError
+
+    from mailbot.errors import MailbotError
 
     try:
         with database.session() as session:

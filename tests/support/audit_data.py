@@ -31,8 +31,9 @@ INTENTS = {"order_status": 22, "refund": 14, "shipping": 13, "billing": 10, "can
            "account_access": 9, "technical_problem": 8, "product_question": 7, "complaint": 4,
            "feedback": 3, "other": 2}
 LANGUAGES = {"en": 70, "de": 15, "es": 8, "fr": 7}
-LLM_REASONS = {"low_confidence": 40, "out_of_scope": 15, "legal_threat": 5, "angry_high_priority": 12,
-               "long_multi_question": 15, "repeat_contact": 10, "data_protection": 3}
+LLM_REASONS = {"low_confidence": 40, "out_of_scope": 15, "legal_threat": 5,
+               "angry_high_priority": 12, "long_multi_question": 15, "repeat_contact": 10,
+               "data_protection": 3}
 HUMAN_REASONS = {"vip_sender": 30, "no_cloud": 20, "llm_not_configured": 10, "legal_threat": 40}
 HANDOFFS = {"llm_failed": 40, "budget_exhausted": 20, "unsafe_draft": 30, "no_draft": 10}
 REJECT = {"wrong_intent": 35, "wrong_facts": 30, "wrong_tone": 15, "should_not_answer": 10,
