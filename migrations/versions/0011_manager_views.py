@@ -61,11 +61,13 @@ class _Dialect:
         return f"(CAST({q} AS INTEGER) + (CAST({q} AS INTEGER) < {q}))"
 
     def codes(self, column: str) -> str:
-        """The route's reason codes as one comma-separated string."""
+        """The route's reason codes (identifiers: [a-z_]) as one comma-separated string."""
         if self.pg:
-            return (f"(SELECT string_agg(c.value, ',') FROM "
-                    f"jsonb_array_elements_text({column} -> 'codes') AS c(value))")
-        return f"(SELECT group_concat(c.value, ',') FROM json_each({column}, '$.codes') AS c)"
+            raw = f"translate(({column} -> 'codes')::text, '[]\" ', '')"
+        else:
+            raw = (f"replace(replace(replace(json_extract({column}, '$.codes'), '[', ''), "
+                   f"']', ''), '\"', '')")
+        return f"NULLIF({raw}, '')"
 
     def flag(self, condition: str) -> str:
         return f"(CASE WHEN {condition} THEN 1 ELSE 0 END)"
@@ -75,15 +77,15 @@ class _Dialect:
         return f"(CAST({part} AS {real}) / NULLIF({whole}, 0))"
 
 
-def latest(d: _Dialect, stage: str, columns: str) -> str:
-    """A derived table: per message, `columns` of its latest `stage` event (alias `e`)."""
-    if d.pg:  # one index scan over the stage's events (ix_events_stage_message_pk)
-        return (f"(SELECT DISTINCT ON (e.message_pk) e.message_pk, {columns} FROM events e "
-                f"WHERE e.stage = '{stage}' AND e.message_pk IS NOT NULL "
-                f"ORDER BY e.message_pk, e.id DESC)")
-    return (f"(SELECT e.message_pk, {columns} FROM events e JOIN "
-            f"(SELECT message_pk, MAX(id) AS id FROM events WHERE stage = '{stage}' "
-            f"AND message_pk IS NOT NULL GROUP BY message_pk) l ON l.id = e.id)")
+def join_classify(d: _Dialect, outer: str) -> str:
+    """LEFT JOIN `c`: the small model's classification (its latest classify event) of the
+    message `outer`, looked up through ix_events_message_pk_stage."""
+    columns = classify_columns(d)
+    if d.pg:
+        return (f"LEFT JOIN LATERAL (SELECT {columns} FROM events e WHERE e.message_pk = {outer} "
+                f"AND e.stage = 'classify' ORDER BY e.id DESC LIMIT 1) c ON true")
+    return (f"LEFT JOIN (SELECT e.id, {columns} FROM events e) c ON c.id = (SELECT MAX(x.id) "
+            f"FROM events x WHERE x.message_pk = {outer} AND x.stage = 'classify')")
 
 
 def classify_columns(d: _Dialect) -> str:
@@ -98,10 +100,34 @@ def classify_columns(d: _Dialect) -> str:
         "e.model AS model", "e.model_version AS model_version"])
 
 
+def stage_values(d: _Dialect) -> str:
+    """What v_messages takes from the parse, classify, route and settle events, in the same
+    pass over `events` as the sums. Each of those stages writes one event per message (an
+    escalated message is settled twice, the hand-off only the second time), so the largest
+    value is the one value."""
+    def of(stage: str, expr: str, name: str) -> str:
+        return f"MAX(CASE WHEN e.stage = '{stage}' THEN {expr} END) AS {name}"
+
+    return ",\n    ".join([
+        of("parse", d.num("e.details", "text_chars"), "text_chars"),
+        of("classify", d.text("e.details", "intent", "label"), "intent"),
+        of("classify", d.num("e.details", "intent", "confidence"), "intent_confidence"),
+        of("classify", d.text("e.details", "priority", "label"), "priority"),
+        of("classify", d.text("e.details", "sentiment", "label"), "sentiment"),
+        of("classify", d.text("e.details", "language"), "language"),
+        of("classify", d.num("e.details", "out_of_scope_score"), "out_of_scope_score"),
+        of("classify", "e.model", "classifier_model"),
+        of("classify", "e.model_version", "classifier_version"),
+        of("route", "e.outcome", "route"),
+        of("route", d.codes("e.details"), "route_reasons"),
+        of("settle", d.text("e.details", "handoff"), "handoff"),
+    ])
+
+
 def v_messages(d: _Dialect) -> str:
     received = "COALESCE(m.received_at, m.fetched_at)"
     llm_tokens = "ev.llm_calls > 0 AND ev.llm_tokens_in > 0"
-    text_chars = "COALESCE(p.text_chars, m.size)"
+    text_chars = "COALESCE(ev.text_chars, m.size)"
     cloud_in = (f"(CASE WHEN {llm_tokens} THEN ev.llm_tokens_in ELSE pr.prompt_overhead_tokens "
                 f"+ {d.ceil_div(text_chars, 'pr.chars_per_token')} END)")
     cloud_out = f"(CASE WHEN {llm_tokens} THEN ev.llm_tokens_out ELSE pr.typical_output_tokens END)"
@@ -116,19 +142,18 @@ SELECT
   {d.day(received)} AS day,
   m.fetched_at AS fetched_at,
   m.status AS status,
-  c.intent AS intent,
-  c.intent_confidence AS intent_confidence,
-  c.priority AS priority,
-  c.sentiment AS sentiment,
-  c.language AS language,
-  c.out_of_scope_score AS out_of_scope_score,
-  c.model AS classifier_model,
-  c.model_version AS classifier_version,
-  (SELECT hl.value FROM human_labels hl WHERE hl.message_pk = m.id AND hl.kind = 'intent'
-   ORDER BY hl.id DESC LIMIT 1) AS corrected_intent,
-  r.route AS route,
-  r.route_reasons AS route_reasons,
-  s.handoff AS handoff,
+  ev.intent AS intent,
+  ev.intent_confidence AS intent_confidence,
+  ev.priority AS priority,
+  ev.sentiment AS sentiment,
+  ev.language AS language,
+  ev.out_of_scope_score AS out_of_scope_score,
+  ev.classifier_model AS classifier_model,
+  ev.classifier_version AS classifier_version,
+  hl.value AS corrected_intent,
+  ev.route AS route,
+  ev.route_reasons AS route_reasons,
+  ev.handoff AS handoff,
   d.id AS draft_id,
   d.template AS draft_template,
   d.model AS draft_model,
@@ -167,24 +192,21 @@ LEFT JOIN (
     SUM(CASE WHEN e.stage = 'llm' AND e.outcome <> 'ok' THEN 1 ELSE 0 END) AS llm_failures,
     COALESCE(SUM(CASE WHEN e.stage = 'llm' THEN e.tokens_in END), 0) AS llm_tokens_in,
     COALESCE(SUM(CASE WHEN e.stage = 'llm' THEN e.tokens_out END), 0) AS llm_tokens_out,
-    COALESCE(SUM(CASE WHEN e.stage = 'llm' THEN e.cost END), 0.0) AS llm_cost
+    COALESCE(SUM(CASE WHEN e.stage = 'llm' THEN e.cost END), 0.0) AS llm_cost,
+    {stage_values(d)}
   FROM events e
   WHERE e.message_pk IS NOT NULL
   GROUP BY e.message_pk
 ) ev ON ev.message_pk = m.id
-LEFT JOIN {latest(d, 'parse', f"{d.num('e.details', 'text_chars')} AS text_chars")} p
-  ON p.message_pk = m.id
-LEFT JOIN {latest(d, 'classify', classify_columns(d))} c ON c.message_pk = m.id
-LEFT JOIN {latest(d, 'route', f"e.outcome AS route, {d.codes('e.details')} AS route_reasons")} r
-  ON r.message_pk = m.id
-LEFT JOIN {latest(d, 'settle', f"{d.text('e.details', 'handoff')} AS handoff")} s
-  ON s.message_pk = m.id
 LEFT JOIN drafts d ON d.message_pk = m.id
 LEFT JOIN (SELECT message_pk, MAX(id) AS outcome_id FROM draft_outcomes GROUP BY message_pk) lo
   ON lo.message_pk = m.id
 LEFT JOIN draft_outcomes o ON o.id = lo.outcome_id
 LEFT JOIN (SELECT message_pk, MIN(created_at) AS first_sent_at FROM draft_outcomes
            WHERE outcome IN {SENT} GROUP BY message_pk) fs ON fs.message_pk = m.id
+LEFT JOIN (SELECT message_pk, MAX(id) AS label_id FROM human_labels WHERE kind = 'intent'
+           GROUP BY message_pk) lh ON lh.message_pk = m.id
+LEFT JOIN human_labels hl ON hl.id = lh.label_id
 LEFT JOIN cost_prices pr ON pr.id = 1
 """
 
@@ -251,7 +273,7 @@ JOIN messages m ON m.id = o.message_pk
 JOIN mailboxes mb ON mb.id = m.mailbox_id
 JOIN accounts a ON a.id = mb.account_id
 LEFT JOIN drafts dr ON dr.id = o.draft_id
-LEFT JOIN {latest(d, 'classify', classify_columns(d))} c ON c.message_pk = o.message_pk
+{join_classify(d, 'o.message_pk')}
 """
 
 
@@ -264,7 +286,7 @@ def v_escalations(d: _Dialect) -> str:
   CROSS JOIN LATERAL jsonb_array_elements(
       CASE WHEN jsonb_typeof(r.details -> 'reasons') = 'array'
            THEN r.details -> 'reasons' ELSE '[]'::jsonb END) WITH ORDINALITY AS j(value, n)
-  WHERE r.stage = 'route' AND r.message_pk IS NOT NULL
+  WHERE r.stage = 'route' AND r.outcome IN ('llm', 'human') AND r.message_pk IS NOT NULL
     AND j.value ->> 'action' IN ('llm', 'human')"""
     else:
         reasons = """
@@ -272,13 +294,13 @@ def v_escalations(d: _Dialect) -> str:
          json_extract(j.value, '$.code') AS reason, json_extract(j.value, '$.action') AS action,
          'route' AS source
   FROM events r, json_each(r.details, '$.reasons') AS j
-  WHERE r.stage = 'route' AND r.message_pk IS NOT NULL
+  WHERE r.stage = 'route' AND r.outcome IN ('llm', 'human') AND r.message_pk IS NOT NULL
     AND json_extract(j.value, '$.action') IN ('llm', 'human')"""
     handoffs = f"""
   SELECT s.message_pk, s.created_at, 1 AS kind_order, 0 AS reason_index,
          {d.text('s.details', 'handoff')} AS reason, 'human' AS action, 'handoff' AS source
   FROM events s
-  WHERE s.stage = 'settle' AND s.message_pk IS NOT NULL
+  WHERE s.stage = 'settle' AND s.outcome = 'needs_human' AND s.message_pk IS NOT NULL
     AND {d.text('s.details', 'handoff')} IS NOT NULL"""
     return f"""
 SELECT
@@ -311,7 +333,7 @@ FROM ({reasons}
 JOIN messages m ON m.id = x.message_pk
 JOIN mailboxes mb ON mb.id = m.mailbox_id
 JOIN accounts a ON a.id = mb.account_id
-LEFT JOIN {latest(d, 'classify', classify_columns(d))} c ON c.message_pk = x.message_pk
+{join_classify(d, 'x.message_pk')}
 LEFT JOIN (
   SELECT e.message_pk,
          COUNT(*) AS llm_calls,
@@ -356,7 +378,7 @@ FROM human_labels h
 JOIN messages m ON m.id = h.message_pk
 JOIN mailboxes mb ON mb.id = m.mailbox_id
 JOIN accounts a ON a.id = mb.account_id
-LEFT JOIN {latest(d, 'classify', classify_columns(d))} c ON c.message_pk = h.message_pk
+{join_classify(d, 'h.message_pk')}
 """
 
 
@@ -381,8 +403,12 @@ def upgrade() -> None:
     # sums from the index alone.
     op.create_index("ix_events_message_pk_stage", "events", ["message_pk", "stage"],
                     postgresql_include=["outcome", "cost", "tokens_in", "tokens_out"])
-    op.create_index("ix_events_stage_message_pk", "events", ["stage", "message_pk", "id"])
+    op.create_index("ix_events_stage_outcome", "events", ["stage", "outcome"])
     dialect = _Dialect(op.get_bind().dialect.name)
+    # The day a message arrived: reports filter and group on it (and PostgreSQL learns from
+    # the index how many days there are, so it groups by hashing instead of sorting).
+    received = "COALESCE(received_at, fetched_at)"
+    op.execute(f"CREATE INDEX ix_messages_day ON messages ({dialect.day(received)}, mailbox_id)")
     for name in reversed(VIEWS):  # v_messages first: v_daily reads it
         op.execute(f"CREATE VIEW {name} AS {BUILDERS[name](dialect)}")
 
@@ -390,6 +416,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     for name in VIEWS:
         op.execute(f"DROP VIEW IF EXISTS {name}")
-    op.drop_index("ix_events_stage_message_pk", table_name="events")
+    op.drop_index("ix_messages_day", table_name="messages")
+    op.drop_index("ix_events_stage_outcome", table_name="events")
     op.drop_index("ix_events_message_pk_stage", table_name="events")
     op.drop_table("cost_prices")
