@@ -182,6 +182,17 @@ class WorkerSettings(_Section):
     group_size: Annotated[int, Field(ge=1, le=1000)] = 20
 
 
+class MetricsSettings(_Section):
+    """The worker's `/metrics` (Prometheus) and `/healthz` listener; off by default."""
+
+    enabled: bool = False
+    # Loopback by default: the figures are for the admin's Prometheus, not the world.
+    bind: Annotated[str, Field(min_length=1)] = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 9464
+    # Database figures (queue, drafts awaiting review, polls) are re-read at most this often.
+    cache_seconds: Annotated[float, Field(ge=0, le=3600)] = 5.0
+
+
 class ClassifierSettings(_Section):
     """Intent, priority and sentiment classification (see docs/classifier.md)."""
 
@@ -505,6 +516,7 @@ class Config(_Section):
     database: DatabaseSettings = DatabaseSettings()
     models: ModelSettings = ModelSettings()
     worker: WorkerSettings = WorkerSettings()
+    metrics: MetricsSettings = MetricsSettings()
     drafts: DraftSettings = DraftSettings()
     classifier: ClassifierSettings = ClassifierSettings()
     fields: FieldSettings = FieldSettings()

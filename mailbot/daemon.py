@@ -15,14 +15,16 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from types import FrameType
 
+from mailbot.audit.metrics import MetricsServer, database_health, metrics_app
 from mailbot.backoff import backoff_delay
 from mailbot.config import AccountSettings, Config
 from mailbot.db.session import Database
-from mailbot.errors import MailbotError
+from mailbot.errors import ConfigError, MailbotError
 from mailbot.ingest.imap import MailboxSync, PollReport, connect
 from mailbot.ingest.lease import worker_identity
 from mailbot.ingest.ledger import record_poll_failure
 from mailbot.pipeline.wiring import build_pipeline
+from mailbot.sdnotify import Notifier, Watchdog, watchdog_interval
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,7 @@ class Worker:
         self.config = config
         self.db = db or Database(config.database_url, echo=config.database.echo)
         self.db.ensure_schema()
+        self._store_prices()
         self.stop = threading.Event()
         self.owner = worker_identity()
         built = build_pipeline(config, self.db, owner=self.owner, stop=self.stop)
@@ -58,6 +61,7 @@ class Worker:
         # Set by an IDLE watcher when mail arrives; a poll already running when it does
         # polls once more, so the wake-up is never lost.
         self.wake: dict[int, threading.Event] = {id(s): threading.Event() for s in self.syncs}
+        self._last_tick = time.monotonic()
 
     def poll(self, sync: MailboxSync) -> PollReport:
         """Poll one mailbox (again, while IDLE reports new mail during the poll); an
@@ -135,20 +139,59 @@ class Worker:
                           hours=self.config.retention.interval_hours,
                           next_run_time=datetime.now(UTC))
         self._install_signal_handlers()
+        metrics = self._start_metrics()
         scheduler.start()
         for watcher in watchers:
             watcher.start()
         log.info("mailbot running: %d mailbox(es), worker %s", len(self.syncs), self.owner)
+        notifier = Notifier()
+        watchdog = Watchdog(notifier, watchdog_interval(), self.health)
+        notifier.ready(f"polling {len(self.syncs)} mailbox(es)")
         try:
-            while not self.stop.wait(1.0):
-                pass
+            main_loop(self.stop, watchdog, self._tick)
         finally:
             log.info("stopping: finishing the message in hand")
+            notifier.stopping()
+            if metrics is not None:
+                metrics.stop()
             scheduler.shutdown(wait=True)
             for watcher in watchers:
                 watcher.join(timeout=10)
             self.db.dispose()
             log.info("stopped")
+
+    def _store_prices(self) -> None:
+        # The managers' views price the all-cloud estimate with the configured [cost].
+        from mailbot.audit.reports import store_prices
+
+        try:
+            with self.db.session() as session:
+                store_prices(session, self.config.cost)
+        except MailbotError as exc:
+            log.warning("could not store the [cost] prices for the reports: %s", exc)
+
+    def _tick(self) -> None:
+        self._last_tick = time.monotonic()
+
+    def health(self) -> tuple[bool, str]:
+        """Whether the worker is healthy: its main loop turns and the database answers."""
+        stalled = time.monotonic() - getattr(self, "_last_tick", time.monotonic())
+        if stalled > MAIN_LOOP_STALL_SECONDS:
+            return False, f"the main loop has not turned for {stalled:.0f} s"
+        return database_health(self.db)()
+
+    def _start_metrics(self) -> MetricsServer | None:
+        settings = self.config.metrics
+        if not settings.enabled:
+            return None
+        app = metrics_app(self.db, health=self.health, cache_seconds=settings.cache_seconds)
+        try:
+            return MetricsServer(app, settings.bind, settings.port).start()
+        except OSError as exc:
+            raise ConfigError(
+                f"metrics.bind = {settings.bind!r}, metrics.port = {settings.port}: cannot "
+                f"listen there ({exc.strerror or exc}); choose a free port or set "
+                "metrics.enabled = false") from None
 
     def _install_signal_handlers(self) -> None:
         def _handle(signum: int, _frame: FrameType | None) -> None:
@@ -157,6 +200,20 @@ class Worker:
 
         signal.signal(signal.SIGTERM, _handle)
         signal.signal(signal.SIGINT, _handle)
+
+
+MAIN_LOOP_STALL_SECONDS = 30.0
+
+
+def main_loop(stop: threading.Event, watchdog: Watchdog, tick: Callable[[], None]) -> None:
+    """Turn until `stop`: note each turn (for /healthz) and feed systemd's watchdog while
+    healthy. A hung loop feeds nothing, so systemd restarts the worker (`WatchdogSec=`)."""
+    wait = min(1.0, watchdog.period) if watchdog.enabled else 1.0
+    while True:
+        tick()
+        watchdog.feed()
+        if stop.wait(wait):
+            return
 
 
 def _trigger(scheduler: object, job_id: str, wake: threading.Event) -> Callable[[], None]:

@@ -359,12 +359,27 @@ def cost_report(
 
 
 def _text_lengths(session: Session, message_pks: list[int]) -> Iterator[int]:
-    """Characters of each message's subject and new text (its raw size if unparsable)."""
+    """Characters of each message's subject and new text, as its parse event recorded them
+    (the SQL views use the same figure); parsed again for mail parsed before that was
+    recorded, and its raw size if unparsable."""
     from mailbot.errors import ParseError
     from mailbot.parse.mime import parse_message
 
     for start in range(0, len(message_pks), 500):
         chunk = message_pks[start : start + 500]
+        recorded: dict[int, int] = {}
+        for pk, details in session.execute(
+            select(Event.message_pk, Event.details)
+            .where(Event.stage == "parse", Event.message_pk.in_(chunk))
+            .order_by(Event.id)
+        ):
+            chars = (details or {}).get("text_chars")
+            if pk is not None and isinstance(chars, int):
+                recorded[pk] = chars
+        yield from (recorded[pk] for pk in chunk if pk in recorded)
+        chunk = [pk for pk in chunk if pk not in recorded]
+        if not chunk:
+            continue
         found = dict(
             session.execute(
                 select(RawMessage.message_pk, RawMessage.raw).where(

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from mailbot.audit.metrics import observe_event
 from mailbot.db.base import utcnow
 from mailbot.db.models import Event
 
@@ -45,6 +46,7 @@ def record_event(
         created_at=utcnow(),
     )
     session.add(event)
+    observe_event(stage, outcome, latency_ms, event.details)
     return event
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -35,25 +36,167 @@ def _midnight(value: datetime | None, timezone: str) -> datetime | None:
 
 @click.group()
 def report() -> None:
-    """Reports from the audit log."""
+    """Reports from the audit log (the figures of the SQL views in docs/sql.md)."""
+
+
+_GROUPINGS = ["day", "week", "intent", "language", "mailbox"]
+
+
+def _view_options(func: Any) -> Any:
+    func = json_option(func)
+    func = click.option("--csv", "as_csv", is_flag=True, help="Print CSV.")(func)
+    func = click.option("--by", type=click.Choice(_GROUPINGS), default="day", show_default=True,
+                        help="One row per day, week (from Monday), intent, language or "
+                             "mailbox.")(func)
+    func = click.option("--until", type=_DATE, default=None,
+                        help="Day to stop before (YYYY-MM-DD, UTC, exclusive).")(func)
+    return click.option("--since", type=_DATE, default=None,
+                        help="First day to count (YYYY-MM-DD, UTC); default: all.")(func)
+
+
+def _view_report(name: str, since: datetime | None, until: datetime | None, by: str,
+                 as_json: bool, as_csv: bool) -> int:
+    from mailbot.audit.reports import ReportError, build_report, store_prices
+
+    if as_json and as_csv:
+        raise click.UsageError("choose one of --json and --csv")
+    first, last = (since.date() if since else None), (until.date() if until else None)
+    if first and last and last <= first:
+        raise click.BadParameter("--until must be a later day than --since", param_hint="--until")
+    config = get_state().config
+    database = _database(config)
+    try:
+        _refresh_prices(database, config, store_prices)
+        with database.session() as session:
+            result = build_report(session, name, by=by, since=first, until=last)
+    except ReportError as exc:
+        raise click.UsageError(str(exc)) from None
+    finally:
+        database.dispose()
+    if as_json:
+        emit_json(result.to_json())
+    elif as_csv:
+        _print_csv(result.columns, result.rows)
+    else:
+        _print_table(result.columns, result.rows)
+    return int(ExitCode.OK)
+
+
+def _refresh_prices(database: Any, config: Any, store: Any) -> None:
+    """Give the views this config's prices (a read-only database user keeps the stored ones)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from mailbot.errors import MailbotError
+
+    try:
+        with database.session() as session:
+            store(session, config.cost)
+    except (SQLAlchemyError, MailbotError) as exc:
+        click.echo(f"mailbot: warning: could not store the [cost] prices for the views "
+                   f"({str(exc).splitlines()[0]}); the all-cloud estimate uses the stored ones",
+                   err=True)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) >= 0.001 or value == 0 else f"{value:.3g}"
+    return str(value)
+
+
+def _print_table(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
+    if not rows:
+        click.echo("no messages in this window")
+        return
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    click.echo("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(columns, widths, strict=True))))
+    for r in cells:
+        click.echo("  ".join(v.ljust(w) if i == 0 else v.rjust(w)
+                             for i, (v, w) in enumerate(zip(r, widths, strict=True))))
+
+
+def _print_csv(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        # Group names come from the data (mailbox names): keep a spreadsheet from reading
+        # one as a formula.
+        writer.writerow({k: (f"'{v}" if isinstance(v, str) and v[:1] in "=+-@\t\r" else v)
+                         for k, v in row.items() if k in columns})
+    click.echo(out.getvalue(), nl=False)
+
+
+@report.command("volume")
+@_view_options
+def volume(since: datetime | None, until: datetime | None, by: str, as_csv: bool,
+           as_json: bool) -> int:
+    """Emails that arrived: handled, skipped, failed, drafted, escalated, given to a person."""
+    return _view_report("volume", since, until, by, as_json, as_csv)
+
+
+@report.command("automation")
+@_view_options
+def automation(since: datetime | None, until: datetime | None, by: str, as_csv: bool,
+               as_json: bool) -> int:
+    """Shares of handled mail drafted by the small model, the cloud LLM, or given to a person."""
+    return _view_report("automation", since, until, by, as_json, as_csv)
+
+
+@report.command("escalations")
+@_view_options
+def escalations(since: datetime | None, until: datetime | None, by: str, as_csv: bool,
+                as_json: bool) -> int:
+    """Why mail left the small model, with the cloud LLM's calls, failures, tokens and cost."""
+    return _view_report("escalations", since, until, by, as_json, as_csv)
+
+
+@report.command("drafts")
+@_view_options
+def drafts(since: datetime | None, until: datetime | None, by: str, as_csv: bool,
+           as_json: bool) -> int:
+    """What became of the drafts: sent unchanged, edited (and how much), rejected, discarded."""
+    return _view_report("drafts", since, until, by, as_json, as_csv)
+
+
+@report.command("latency")
+@_view_options
+def latency(since: datetime | None, until: datetime | None, by: str, as_csv: bool,
+            as_json: bool) -> int:
+    """Time from arrival to the draft and to the first reply sent: median and 90th percentile."""
+    return _view_report("latency", since, until, by, as_json, as_csv)
 
 
 @report.command("cost")
 @click.option("--since", type=_DATE, default=None,
-              help="First day to count (YYYY-MM-DD, in cost.timezone); default: all.")
+              help="First day to count (YYYY-MM-DD, in cost.timezone; UTC with --by); "
+                   "default: all.")
 @click.option("--until", type=_DATE, default=None,
               help="Day to stop before (YYYY-MM-DD, exclusive); default: now.")
+@click.option("--by", type=click.Choice(_GROUPINGS), default=None,
+              help="Group by day, week, intent, language or mailbox (the views' figures).")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV (implies --by day).")
 @json_option
-def cost(since: datetime | None, until: datetime | None, as_json: bool) -> int:
+def cost(since: datetime | None, until: datetime | None, by: str | None, as_csv: bool,
+         as_json: bool) -> int:
     """Messages handled, share escalated, money spent, and the saving against all-cloud.
 
     "All-cloud" is what the same mail would have cost sent entirely to the cloud model: the
     recorded tokens of escalated mail, and for the rest the text length at cost.chars_per_token
     plus cost.prompt_overhead_tokens in and cost.typical_output_tokens out, at the configured
-    prices.
+    prices. Without --by the events of the window are counted (as the budget counts them);
+    with --by each message's costs belong to the day it arrived, as in v_daily.
     """
     from mailbot.audit.cost import cost_report
 
+    if by is not None or as_csv:
+        return _view_report("cost", since, until, by or "day", as_json, as_csv)
     config = get_state().config
     settings = config.cost
     start, end = _midnight(since, settings.timezone), _midnight(until, settings.timezone)

@@ -16,6 +16,7 @@ from mailbot.db.models import (
 )
 from mailbot.db.outbox import OutboxEntry, OutboxKind, OutboxState
 from mailbot.db.outcomes import DraftOutcome, HumanLabel
+from mailbot.db.reporting import CostPrices
 from mailbot.db.session import Database
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "Artifact",
     "Base",
     "BudgetLock",
+    "CostPrices",
     "Database",
     "DraftOutcome",
     "DraftRecord",

@@ -26,6 +26,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -93,6 +94,11 @@ class Message(Base):
         Index("ix_messages_mailbox_sha256", "mailbox_id", "sha256"),
         Index("ix_messages_mailbox_message_id", "mailbox_id", "message_id"),
         Index("ix_messages_mailbox_body_hash", "mailbox_id", "body_hash"),
+        # The arrival day the managers' views group by (migration 0011 writes it per
+        # dialect; SQLite's is `date(COALESCE(received_at, fetched_at))`).
+        Index("ix_messages_day",
+              text("CAST(timezone('UTC', COALESCE(received_at, fetched_at)) AS DATE)"),
+              "mailbox_id").ddl_if(dialect="postgresql"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -159,6 +165,12 @@ class Event(Base):
     """
 
     __tablename__ = "events"
+    __table_args__ = (
+        # The managers' views (migration 0011) read events per message and per stage.
+        Index("ix_events_message_pk_stage", "message_pk", "stage",
+              postgresql_include=["outcome", "cost", "tokens_in", "tokens_out"]),
+        Index("ix_events_stage_outcome", "stage", "outcome"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     message_pk: Mapped[int | None] = mapped_column(ForeignKey("messages.id"), index=True)

@@ -26,6 +26,8 @@ class ParseStage:
             "attachments": len(message.attachments),
             "defects": list(message.defects),
             "hidden_chars": message.hidden_chars,
+            # What an all-cloud call would have sent (the cost report's estimate).
+            "text_chars": len(message.subject or "") + len(message.new_text or message.text or ""),
         }
         parsed = case.with_(message=message)
         if message.auto_reply:
