@@ -4,6 +4,7 @@ protocol: READY=1, then WATCHDOG=1 pings while healthy, none once the main loop 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -217,3 +218,47 @@ def test_watchdog_is_off_without_systemd_and_for_a_child(monkeypatch) -> None:
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
     watchdog = Watchdog(Notifier(), 30.0, lambda: (True, "ok"))
     assert not watchdog.enabled and not watchdog.feed()
+
+
+def test_the_worker_serves_metrics_and_notifies_systemd(tmp_path: Path, imap_user,
+                                                        sqlite_url: str) -> None:
+    from tests.support.mail import support_email
+    from tests.test_daemon import write_config
+
+    imap_user.append_many([support_email(i) for i in range(3)])
+    config = write_config(tmp_path, imap_user, sqlite_url, poll_interval=3600)
+    free = socket.socket()
+    free.bind(("127.0.0.1", 0))
+    port = free.getsockname()[1]
+    free.close()
+    with config.open("a") as f:
+        f.write(f'[metrics]\nenabled = true\nport = {port}\ncache_seconds = 0\n')
+    systemd = FakeSystemd(tmp_path / "notify", watchdog_sec=2.0)
+    env = {**os.environ, "NOTIFY_SOCKET": systemd.path, "WATCHDOG_USEC": "2000000",
+           "PYTHONPATH": str(ROOT)}
+    worker = subprocess.Popen([sys.executable, "-m", "mailbot", "--config", str(config), "run"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert systemd.until_ready(120.0).startswith("READY=1"), "the worker never got ready"
+        assert systemd.messages(2.5).count("WATCHDOG=1") >= 2
+        deadline, polled = time.monotonic() + 60, {}
+        while time.monotonic() < deadline:
+            found = samples(scrape(port, "/metrics")[1])
+            polled = {s.labels["mailbox"]: s.value
+                      for s in found.get("mailbot_mailbox_last_success_timestamp_seconds", [])}
+            if polled.get("INBOX"):
+                break
+            time.sleep(0.2)
+        assert polled["INBOX"] > time.time() - 300
+        fetched = [s for s in found["mailbot_events_total"]
+                   if s.labels["stage"] == "fetch" and s.labels["outcome"] == "ok"]
+        assert fetched and fetched[0].value == 3
+        assert scrape(port, "/healthz") == (200, "ok\n")
+        worker.send_signal(signal.SIGTERM)
+        _, err = worker.communicate(timeout=60)
+        assert worker.returncode == 0, err
+        assert "STOPPING=1" in systemd.messages(0.5)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(timeout=10)
