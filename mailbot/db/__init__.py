@@ -17,6 +17,7 @@ from mailbot.db.models import (
 from mailbot.db.outbox import OutboxEntry, OutboxKind, OutboxState
 from mailbot.db.outcomes import DraftOutcome, HumanLabel
 from mailbot.db.session import Database
+from mailbot.db.web import ReviewClaim, WebUser
 
 __all__ = [
     "Account",
@@ -37,5 +38,7 @@ __all__ = [
     "OutboxKind",
     "OutboxState",
     "RawMessage",
+    "ReviewClaim",
     "TeacherLabel",
+    "WebUser",
 ]
