@@ -17,7 +17,7 @@ from mailbot.db.models import (
 from mailbot.db.outbox import OutboxEntry, OutboxKind, OutboxState
 from mailbot.db.outcomes import DraftOutcome, HumanLabel
 from mailbot.db.session import Database
-from mailbot.db.web import ReviewClaim, WebUser
+from mailbot.db.web import ReviewClaim, ReviewIndex, WebUser
 
 __all__ = [
     "Account",
@@ -39,6 +39,7 @@ __all__ = [
     "OutboxState",
     "RawMessage",
     "ReviewClaim",
+    "ReviewIndex",
     "TeacherLabel",
     "WebUser",
 ]

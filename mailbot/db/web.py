@@ -52,3 +52,17 @@ class ReviewClaim(Base):
     agent: Mapped[str] = mapped_column(String(200))
     claimed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ReviewIndex(Base):
+    """What the queue filters on, copied once from a message's events (intent, language,
+    the first route reason) and kept up to date with agents' corrections."""
+
+    __tablename__ = "review_index"
+
+    message_pk: Mapped[int] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True)
+    intent: Mapped[str | None] = mapped_column(String(100))
+    priority: Mapped[str | None] = mapped_column(String(32))
+    language: Mapped[str | None] = mapped_column(String(16))
+    route_reason: Mapped[str | None] = mapped_column(String(64))

@@ -42,11 +42,23 @@ def upgrade() -> None:
                                 name=op.f("fk_review_claims_message_pk_messages")),
         sa.PrimaryKeyConstraint("message_pk", name=op.f("pk_review_claims")),
     )
+    op.create_table(
+        "review_index",
+        sa.Column("message_pk", sa.Integer(), nullable=False),
+        sa.Column("intent", sa.String(length=100), nullable=True),
+        sa.Column("priority", sa.String(length=32), nullable=True),
+        sa.Column("language", sa.String(length=16), nullable=True),
+        sa.Column("route_reason", sa.String(length=64), nullable=True),
+        sa.ForeignKeyConstraint(["message_pk"], ["messages.id"], ondelete="CASCADE",
+                                name=op.f("fk_review_index_message_pk_messages")),
+        sa.PrimaryKeyConstraint("message_pk", name=op.f("pk_review_index")),
+    )
     # The queue lists messages by status, oldest first.
     op.create_index("ix_messages_status_fetched_at", "messages", ["status", "fetched_at"])
 
 
 def downgrade() -> None:
     op.drop_index("ix_messages_status_fetched_at", table_name="messages")
+    op.drop_table("review_index")
     op.drop_table("review_claims")
     op.drop_table("web_users")
