@@ -53,13 +53,19 @@ REASONS = ["low_confidence", "angry_high_priority", "legal_threat", "long_email"
 
 
 def cpu_name() -> str:
+    """The CPU's name, family and model, and how busy the machine is."""
+    found: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            found.setdefault(key.strip(), value.strip())
     except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+        return platform.processor() or "unknown CPU"
+    import os
+
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (f"{found.get('model name', 'unknown CPU')} (family {found.get('cpu family')} "
+            f"model {found.get('model')}), {os.cpu_count()} cores, load average {load}")
 
 
 def fill(database: Database, count: int) -> list[int]:
@@ -145,7 +151,7 @@ def p95(samples: list[float]) -> float:
     return statistics.quantiles(samples, n=20)[-1]
 
 
-def serve(config_dict: dict[str, object], database: Database) -> tuple[str, object]:
+def serve(config_dict: dict[str, object], database: Database) -> str:
     from waitress import create_server
 
     from mailbot.web.app import create_app
@@ -153,7 +159,7 @@ def serve(config_dict: dict[str, object], database: Database) -> tuple[str, obje
     config = config_from_dict(config_dict)
     server = create_server(create_app(config, database), host="127.0.0.1", port=0, threads=4)
     threading.Thread(target=server.run, daemon=True).start()
-    return f"http://127.0.0.1:{server.effective_port}", server  # type: ignore[union-attr]
+    return f"http://127.0.0.1:{server.effective_port}"  # type: ignore[union-attr]
 
 
 def login(base: str) -> requests.Session:
@@ -185,7 +191,7 @@ def run(kind: str, url: str, directory: Path, count: int, n_requests: int
     print(f"{kind}: filled {count} messages in {time.perf_counter() - started:.1f} s")
     with database.session() as s:
         add_user(s, "bench", "agent", "bench-password")
-    base, server = serve({"data_dir": str(directory), "database": {"url": url}}, database)
+    base = serve({"data_dir": str(directory), "database": {"url": url}}, database)
     s = login(base)
     rng = random.Random(3)
     queue_urls = ["/", "/?tab=human", "/?tab=failures", "/?tab=escalated",
@@ -197,7 +203,6 @@ def run(kind: str, url: str, directory: Path, count: int, n_requests: int
     baseline = [timed(s, base + "/static/desk.css") for _ in range(n_requests)]
     queue = [timed(s, base + rng.choice(queue_urls)) for _ in range(n_requests)]
     message = [timed(s, f"{base}/messages/{rng.choice(drafted)}") for _ in range(n_requests)]
-    server.close()  # type: ignore[attr-defined]
     database.dispose()
     q, m, b = p95(queue), p95(message), p95(baseline)
     print(f"{kind}: baseline (static file) p95 {b:.1f} ms; queue p95 {q:.1f} ms "

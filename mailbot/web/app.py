@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,8 @@ from mailbot.web.queue import (
 
 log = logging.getLogger(__name__)
 
+INDEX_SECONDS = 5.0  # new queue items appear in the filters within this long
+CHOICES_SECONDS = 30.0
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; "
        "object-src 'none'")
@@ -161,6 +164,10 @@ def _install_hooks(app: Flask, config: Config, database: Database) -> None:
 
 def _install_pages(app: Flask, config: Config, database: Database) -> None:
     limiter: auth.LoginLimiter = app.extensions["mailbot"]["limiter"]
+    # The filter menus and the queue's index change slowly: refreshed every few seconds at
+    # most, not on every page.
+    refreshed = {"index": 0.0, "choices": 0.0}
+    cached: dict[str, Any] = {}
 
     @app.route("/login", methods=["GET", "POST"])
     def login() -> Any:
@@ -201,12 +208,19 @@ def _install_pages(app: Flask, config: Config, database: Database) -> None:
     @auth.require(Role.AGENT)
     def queue() -> Any:
         wanted = QueueFilter.from_args(request.args)
+        now = time.monotonic()
+        if now - refreshed["index"] > INDEX_SECONDS:
+            with database.session() as s:
+                index_new(s)
+            refreshed["index"] = now
         with database.session() as s:
-            index_new(s)
             mailboxes = visible_mailboxes(s, g.user)
             counts = tab_counts(s, g.user, mailboxes)
             rows = queue_rows(s, g.user, wanted, mailboxes, config.web.page_size)
-            choices = filter_choices(s)
+            if now - refreshed["choices"] > CHOICES_SECONDS:
+                cached["choices"] = filter_choices(s)
+                refreshed["choices"] = now
+            choices = cached["choices"]
         template = "queue_table.html.j2" if request.headers.get("HX-Request") else "queue.html.j2"
         return render_template(template, rows=rows, counts=counts, wanted=wanted,
                                mailboxes=mailboxes, choices=choices)
