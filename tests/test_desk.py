@@ -33,7 +33,7 @@ def test_user_commands_add_list_passwd_remove(tmp_path: Path, db_url: str) -> No
     short = run(config, "user", "add", "eve", "--password-stdin", stdin="short\n")
     assert short.returncode != 0 and "at least 8 characters" in short.stderr
     bad_role = run(config, "user", "add", "eve", "--role", "boss", "--password-stdin")
-    assert bad_role.returncode == 2 and "boss" in bad_role.stderr
+    assert bad_role.returncode == 64 and "boss" in bad_role.stderr
     listed = run(config, "user", "list")
     assert "bob\tmanager" in listed.stdout
     assert run(config, "user", "passwd", "bob", "--password-stdin",
