@@ -274,6 +274,7 @@ def test_desk_killed_after_the_send_does_not_send_twice(desk: Desk, browser: Any
         entry = s.scalar(select(OutboxEntry).where(OutboxEntry.key == f"send:{pk}"))
         assert entry is not None and entry.state == "done"
         assert entry.result["confirmed_in_sent"] is True
+        assert "mime_b64" not in entry.payload and "to" not in entry.payload
 
 
 def test_desk_killed_during_smtp_leaves_it_uncertain_not_resent(desk: Desk,

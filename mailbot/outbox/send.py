@@ -54,6 +54,10 @@ _REFUSED = (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused, smtplib.SM
 _NOT_STARTED = (OSError, socket.timeout, smtplib.SMTPException, ssl.SSLError)
 
 
+# What a send's outbox row holds that is personal data, dropped once it is done.
+PERSONAL_PAYLOAD = frozenset({"mime_b64", "to", "sent_text", "proposed_text"})
+
+
 class SendRefused(PermanentError):
     """A reply cannot be sent (no relay configured, nothing to reply to)."""
 
@@ -368,6 +372,10 @@ def _record_sent(session: Session, job: Job, result: dict[str, Any]) -> None:
     if unchanged:
         confirm_labels(session, message.id, agent)
     session.execute(delete(ReviewClaim).where(ReviewClaim.message_pk == message.id))
+    # Done: the reply's text and address live on in draft_outcomes (which retention and
+    # erasure clear), not in the outbox.
+    session.execute(update(OutboxEntry).where(OutboxEntry.id == job.id).values(
+        payload={k: v for k, v in payload.items() if k not in PERSONAL_PAYLOAD}))
     record_event(session, "send", "confirmed" if result.get("confirmed_in_sent") else "ok",
                  message_pk=message.id, mailbox_id=message.mailbox_id, actor=agent,
                  details={"outcome": "sent_unchanged" if unchanged else "sent_edited",
