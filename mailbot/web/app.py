@@ -77,12 +77,16 @@ def secret_key(config: Config) -> str:
     return path.read_text(encoding="utf-8").strip()
 
 
+class _DeskFlask(Flask):
+    # Every template escapes what it prints (Flask would do so only for *.html names).
+    jinja_options = {**Flask.jinja_options, "autoescape": True}
+
+
 def create_app(config: Config, database: Database) -> Flask:
     """The desk as a WSGI application."""
     from mailbot.resources import templates_dir
 
-    Flask.jinja_options = {**Flask.jinja_options, "autoescape": True}
-    app = Flask("mailbot.web", template_folder=str(templates_dir() / "web"),
+    app = _DeskFlask("mailbot.web", template_folder=str(templates_dir() / "web"),
                 static_folder=str(Path(__file__).parent / "static"))
     app.config.update(
         SECRET_KEY=secret_key(config),
