@@ -80,6 +80,58 @@ class ModelSettings(_Section):
 _FLAG = r"^\\?[^\s()\]{%*\"]+$"
 
 
+class SmtpSettings(_Section):
+    """The relay an account's replies are sent through (`[accounts.smtp]`)."""
+
+    host: Annotated[str, Field(min_length=1)]
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    # "starttls" (port 587), "implicit" TLS (port 465), or "plain" (loopback only, port 25).
+    tls: Literal["starttls", "implicit", "plain"] = "starttls"
+    tls_verify: bool = True
+    # No username: the relay takes mail without logging in (a local relay).
+    username: str | None = None
+    password: SecretStr | None = None
+    password_env: str | None = None
+    password_file: str | None = None
+    timeout: Annotated[float, Field(gt=0, le=600)] = 30.0
+    # File a copy of each reply in the Sent folder (off for servers that do it themselves,
+    # such as Gmail and Exchange).
+    save_to_sent: bool = True
+    # Empty: the folder the server marks \Sent (RFC 6154 SPECIAL-USE), else "Sent".
+    sent_folder: str = ""
+    # Show the agent's name in From ("Alice via Customer Support").
+    agent_name_in_from: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> SmtpSettings:
+        sources = [k for k in ("password", "password_env", "password_file") if getattr(self, k)]
+        if len(sources) > 1:
+            raise ValueError(f"set at most one of password_env, password_file or password "
+                             f"(found {', '.join(sources)})")
+        if self.username and not sources:
+            raise ValueError("username is set but no password_env, password_file or password")
+        if sources and not self.username:
+            raise ValueError("a password is set but no username")
+        if self.tls == "plain" and not _is_loopback(self.host):
+            raise ValueError(
+                f"tls = 'plain' sends mail and the password in clear and is allowed only for a "
+                f"loopback host (127.0.0.1, ::1, localhost), not {self.host!r}; use 'starttls' "
+                "or 'implicit'")
+        return self
+
+    @property
+    def effective_port(self) -> int:
+        """The configured port, or the SMTP submission default for the TLS mode."""
+        if self.port is not None:
+            return self.port
+        return {"implicit": 465, "starttls": 587, "plain": 25}[self.tls]
+
+    def resolve_password(self, account: str) -> str | None:
+        """The relay password (None: no login)."""
+        return _read_secret(f"accounts.{account}.smtp", self.password, self.password_env,
+                            self.password_file)
+
+
 class AccountSettings(_Section):
     """One IMAP account and the folders mailbot watches in it."""
 
@@ -115,6 +167,8 @@ class AccountSettings(_Section):
     # Empty: the folder the server marks \Drafts (RFC 6154 SPECIAL-USE), else "Drafts".
     drafts_folder: str = ""
     support_address: str | None = None
+    # Where replies approved in the review desk are sent; none = the desk cannot send.
+    smtp: SmtpSettings | None = None
 
     @model_validator(mode="after")
     def _check(self) -> AccountSettings:
@@ -507,6 +561,55 @@ class RetentionSettings(_Section):
         return self
 
 
+class WebSettings(_Section):
+    """The review desk (`mailbot web`)."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8025
+    # The address agents open, e.g. https://desk.example.com; https makes cookies Secure.
+    public_url: str = ""
+    # A login lasts this long.
+    session_hours: Annotated[float, Field(gt=0, le=24 * 30)] = 12.0
+    # The key that signs session cookies (at most one source). None: a random key kept in
+    # <data_dir>/web-secret-key, created on first start.
+    secret_key_env: str | None = None
+    secret_key_file: str | None = None
+    # A header set by a trusted reverse proxy naming the logged-in user (e.g. X-Remote-User),
+    # accepted only from these proxy addresses.
+    trusted_header: str = ""
+    trusted_proxies: list[Annotated[str, Field(min_length=1)]] = []
+    # How long an agent's claim on a message holds without a new edit.
+    claim_minutes: Annotated[float, Field(gt=0, le=24 * 60)] = 15.0
+    # Failed logins allowed per user name and per address in `login_window_seconds`.
+    login_attempts: Annotated[int, Field(ge=1, le=1000)] = 5
+    login_window_seconds: Annotated[float, Field(gt=0, le=86400)] = 300.0
+    # Rows on one queue page.
+    page_size: Annotated[int, Field(ge=10, le=1000)] = 100
+    threads: Annotated[int, Field(ge=1, le=64)] = 8
+
+    @model_validator(mode="after")
+    def _check(self) -> WebSettings:
+        if self.secret_key_env and self.secret_key_file:
+            raise ValueError("set at most one of secret_key_env or secret_key_file")
+        if self.public_url and not self.public_url.startswith(("http://", "https://")):
+            raise ValueError(f"public_url {self.public_url!r} must start with https:// "
+                             "(or http:// for a desk on loopback)")
+        if self.trusted_header and not self.trusted_proxies:
+            raise ValueError("trusted_header needs trusted_proxies: the addresses of the "
+                             "proxies allowed to set it")
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(f"trusted_proxies: {proxy!r} is not an IP address or "
+                                 "network") from None
+        return self
+
+    @property
+    def secure_cookies(self) -> bool:
+        return self.public_url.startswith("https://")
+
+
 class Config(_Section):
     """The whole validated configuration."""
 
@@ -525,6 +628,7 @@ class Config(_Section):
     kb: KnowledgeBaseSettings = KnowledgeBaseSettings()
     route: RouteSettings = RouteSettings()
     retention: RetentionSettings = RetentionSettings()
+    web: WebSettings = WebSettings()
     accounts: list[AccountSettings] = []
     # Where the file was read from; relative paths in it are taken from its folder.
     source: str | None = None
@@ -597,6 +701,27 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _read_secret(key: str, value: SecretStr | None, env: str | None, file: str | None
+                 ) -> str | None:
+    """A secret from the config itself, the environment or a file (None: none set)."""
+    if value is not None:
+        return value.get_secret_value()
+    if env is not None:
+        found = os.environ.get(env)
+        if found is None:
+            raise ConfigError(f"{key}.password_env: environment variable {env!r} is not set; "
+                              "export it or use password_file")
+        return found
+    if file is None:
+        return None
+    path = _expand_credentials(file)
+    try:
+        return path.read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        raise ConfigError(f"{key}.password_file: cannot read {str(path)!r} ({exc.strerror}); "
+                          "check the path and that the mailbot user may read it") from None
 
 
 def _expand_credentials(value: str) -> Path:

@@ -37,6 +37,7 @@ class _SkippedPollFilter(logging.Filter):
         return "maximum number of running instances reached" not in record.getMessage()
 
 IDLE_RENEW_SECONDS = 25 * 60  # RFC 2177: re-issue IDLE at least every 29 minutes
+SEND_DRAIN_SECONDS = 15.0  # how often the worker sends replies the desk left behind
 
 
 class Worker:
@@ -107,13 +108,30 @@ class Worker:
                      report.raw, report.messages)
 
     def poll_all(self) -> list[PollReport]:
-        """Poll every mailbox once, one after the other."""
+        """Poll every mailbox once, one after the other, then send approved replies."""
         reports = []
         for sync in self.syncs:
             if self.stop.is_set():
                 break
             reports.append(self.poll(sync))
+        self.drain_sends()
         return reports
+
+    def drain_sends(self) -> None:
+        """Send the replies approved in the review desk, and finish those a crashed desk
+        process left half done (a scheduled job; the desk sends at once itself)."""
+        if not any(a.smtp is not None for a in self.config.accounts):
+            return
+        from mailbot.outbox.send import drain_sends
+
+        try:
+            report = drain_sends(self.config, self.db, self.owner)
+        except MailbotError as exc:
+            log.warning("approved replies could not be sent: %s", exc)
+            return
+        if report.sent or report.confirmed or report.uncertain or report.failed:
+            log.info("replies: %d sent, %d found already sent, %d uncertain, %d failed",
+                     report.sent, report.confirmed, report.uncertain, report.failed)
 
     def run_forever(self) -> None:
         """Schedule the polls and IDLE watchers until SIGTERM or SIGINT."""
@@ -135,6 +153,8 @@ class Worker:
             if sync.account.idle:
                 watchers.append(IdleWatcher(sync.account, sync.folder, self.stop,
                                             _trigger(scheduler, job_id, self.wake[id(sync)])))
+        scheduler.add_job(self.drain_sends, "interval", id="sends", seconds=SEND_DRAIN_SECONDS,
+                          next_run_time=datetime.now(UTC))
         scheduler.add_job(self.apply_retention, "interval", id="retention",
                           hours=self.config.retention.interval_hours,
                           next_run_time=datetime.now(UTC))

@@ -5,6 +5,9 @@ set -euo pipefail
 
 missing=()
 command -v dovecot >/dev/null 2>&1 && command -v doveadm >/dev/null 2>&1 || missing+=(dovecot-imapd)
+# The review desk's browser tests drive Debian's chromium through Playwright (the dev extra
+# pins playwright 1.64, which pairs with Chromium 156); never `playwright install`.
+[ -x /usr/bin/chromium ] || missing+=(chromium libatomic1 fonts-dejavu-core)
 
 if ((${#missing[@]})); then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

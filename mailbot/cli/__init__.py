@@ -27,6 +27,8 @@ _COMMAND_MODULES = (
     "kb_cmd",
     "route_cmd",
     "privacy_cmd",
+    "user_cmd",
+    "web_cmd",
 )
 
 

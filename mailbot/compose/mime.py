@@ -41,6 +41,7 @@ def build_reply(
     language: str | None = None,
     html_alternative: bool = False,
     date: datetime | None = None,
+    auto_submitted: bool = True,
 ) -> bytes:
     """Serialize a reply; In-Reply-To and References make mail clients thread it."""
     msg = EmailMessage(policy=SMTP)
@@ -54,8 +55,10 @@ def build_reply(
         # RFC 5322: the parent's References plus the parent; keep the chain bounded.
         chain = [*references, in_reply_to][-20:]
         msg["References"] = " ".join(f"<{ref}>" for ref in dict.fromkeys(chain))
-    # RFC 3834: other robots must not answer this one.
-    msg["Auto-Submitted"] = "auto-generated"
+    # RFC 3834: other robots must not answer this one (a reply a person approved and sent
+    # is theirs, not a robot's).
+    if auto_submitted:
+        msg["Auto-Submitted"] = "auto-generated"
     msg[TOKEN_HEADER] = token
     if language:
         msg["Content-Language"] = language

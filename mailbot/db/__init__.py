@@ -18,6 +18,7 @@ from mailbot.db.outbox import OutboxEntry, OutboxKind, OutboxState
 from mailbot.db.outcomes import DraftOutcome, HumanLabel
 from mailbot.db.reporting import CostPrices
 from mailbot.db.session import Database
+from mailbot.db.web import ReviewClaim, ReviewIndex, WebUser
 
 __all__ = [
     "Account",
@@ -39,5 +40,8 @@ __all__ = [
     "OutboxKind",
     "OutboxState",
     "RawMessage",
+    "ReviewClaim",
+    "ReviewIndex",
     "TeacherLabel",
+    "WebUser",
 ]

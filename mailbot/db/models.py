@@ -47,6 +47,13 @@ class MessageStatus(StrEnum):
     NEEDS_HUMAN = "needs_human"  # no automatic draft: a person must answer (see status_reason)
     DRAFTED = "drafted"
     DONE = "done"
+    # The review desk's side: a reply on its way and what became of it.
+    SENDING = "sending"  # an agent approved a reply; the outbox sends it
+    SENT = "sent"
+    SEND_FAILED = "send_failed"  # the relay refused it, or it failed every attempt
+    SEND_UNCERTAIN = "send_uncertain"  # it may have gone out; a person checks and decides
+    REJECTED = "rejected"  # an agent rejected the draft with a reason
+    HANDLED_ELSEWHERE = "handled_elsewhere"  # answered outside mailbot, or no answer needed
 
 
 # Statuses that need a person's attention: this mail stays where agents look.
@@ -99,6 +106,7 @@ class Message(Base):
         Index("ix_messages_day",
               text("CAST(timezone('UTC', COALESCE(received_at, fetched_at)) AS DATE)"),
               "mailbox_id").ddl_if(dialect="postgresql"),
+        Index("ix_messages_status_fetched_at", "status", "fetched_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

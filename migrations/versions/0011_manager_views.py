@@ -6,7 +6,7 @@ view is a new migration. `cost_prices` holds the prices of `[cost]` (written by 
 at start and by `mailbot report`), so the views can price the all-cloud estimate.
 
 Revision ID: 0011
-Revises: 0007
+Revises: 0008
 Create Date: 2026-12-02 13:00:00
 """
 
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0011"
-down_revision: str | None = "0007"
+down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -66,6 +66,10 @@ namespace inbox {{
     special_use = \\Drafts
     auto = create
   }}
+  mailbox Sent {{
+    special_use = \\Sent
+    auto = create
+  }}
 }}
 """
 
