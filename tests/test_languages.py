@@ -126,7 +126,8 @@ def test_quoted_english_history_does_not_flip_the_reply_language(
 def test_configured_signatures_close_the_replies_of_their_language(encoder_dir: Path) -> None:
     config = config_from_dict({
         "models": {"dir": str(encoder_dir.parent)}, "route": {"enabled": False},
-        "drafts": {"signature": "Best wishes,\nNorthwind", "signatures": {"es": "Saludos,\nNorthwind"}},
+        "drafts": {"signature": "Best wishes,\nNorthwind",
+                   "signatures": {"es": "Saludos,\nNorthwind"}},
     })  # fmt: skip
     stages = build_stages(config)
     for language, sign_off in (("es", "Saludos,\nNorthwind"), ("en", "Best wishes,\nNorthwind"),
