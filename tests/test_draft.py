@@ -85,11 +85,11 @@ def test_customer_language_and_fallback_with_review_flag() -> None:
     assert not isinstance(draft, NoDraft)
     assert draft.language == "de" and draft.body.startswith("Guten Tag Jürgen,")
     assert "Viele Grüße" in draft.body and not draft.needs_review
-    # No German billing template: an English draft, flagged for a person to review.
-    fallback = compose_draft(german, "billing", "de", SUPPORT, ReplyTemplates(), OPTIONS)
+    # No Swedish templates: an English draft, flagged for a person to review.
+    fallback = compose_draft(german, "billing", "sv", SUPPORT, ReplyTemplates(), OPTIONS)
     assert not isinstance(fallback, NoDraft)
     assert fallback.language == "en" and fallback.needs_review
-    assert "no 'de' template" in fallback.review_reasons[0]
+    assert "no 'sv' template" in fallback.review_reasons[0]
 
 
 def test_intent_without_template_gets_no_draft() -> None:

@@ -26,6 +26,9 @@ def test_easy_mail_stays_local_and_hard_mail_goes_to_the_cloud(
     config = write_config(tmp_path, imap_user, sqlite_url, encoder_dir.parent)
     with config.open("a") as handle:
         handle.write(f'[llm]\nbase_url = "{fake_llm.base_url}"\nmodel = "fake-model"\n')
+        # The seed heads are fairly sure (about 0.75) that the bulk-order quote is a product
+        # question; a team with a stricter threshold sends it to the cloud.
+        handle.write("[route]\nmin_intent_confidence = 0.85\n")
     done = run_once(config)
     assert done.returncode == 0, done.stderr
     assert len(drafts_in_folder(imap_user)) == 3

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from mailbot.audit.cost import cpu_cost
+from mailbot.classify.language import message_language
 from mailbot.db.models import MessageStatus
 from mailbot.pipeline.case import Case, Step
 
@@ -34,7 +36,12 @@ class ClassifyStage:
         cpu_seconds = (time.process_time() - started) / max(1, len(cases))
         cost = cpu_cost(cpu_seconds, self.cpu_hour_price)
         steps = []
+        languages = self.classifier.settings.languages
         for case, classification in zip(cases, results, strict=True):
+            # The reply's language is the customer's new text's, never the quoted history's
+            # or that of the subject our own earlier reply gave the thread.
+            classification = dataclasses.replace(
+                classification, language=message_language(case.parsed(), languages))
             details: dict[str, Any] = classification.to_json()
             details["cpu_seconds"] = round(cpu_seconds, 6)
             steps.append(Step(

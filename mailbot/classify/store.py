@@ -3,6 +3,7 @@ recorded in the `artifacts` table, plus the packaged seed heads used when none i
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import logging
 import os
@@ -86,11 +87,21 @@ def encoder_mismatch(name: str, record: HeadRecord, encoder: TextEncoder) -> Mod
     )
 
 
-def seed_examples(name: str) -> LabeledExamples:
-    """The packaged seed training set of a head (mailbot/data/intents/)."""
+def seed_examples(name: str, languages: Sequence[str] = ()) -> LabeledExamples:
+    """The packaged seed training set of a head (mailbot/data/intents/), optionally only
+    the rows in some languages (ISO 639-1 codes of the `language` column)."""
     ref = resources.files("mailbot") / "data" / "intents" / SEED_FILES[name]
     with resources.as_file(ref) as path:
-        return read_labeled_csv(path, "text", "label")
+        examples = read_labeled_csv(path, "text", "label")
+        if not languages:
+            return examples
+        with path.open(newline="", encoding="utf-8") as handle:
+            keep = [row.get("language") in languages for row in csv.DictReader(handle)
+                    if (row.get("text") or "").strip() and (row.get("label") or "").strip()]
+    rows = [(t, label) for t, label, k in zip(examples.texts, examples.labels, keep, strict=True)
+            if k]
+    return LabeledExamples(tuple(t for t, _ in rows), tuple(lb for _, lb in rows),
+                           f"{examples.source} ({', '.join(languages)})")
 
 
 def label_phrase(label: str) -> str:
@@ -143,9 +154,14 @@ def train_from_examples(
 class HeadStore:
     """Saves, records, lists and finds heads; the database may be None (no versioning)."""
 
-    def __init__(self, models_path: Path, database: Database | None) -> None:
+    def __init__(
+        self, models_path: Path, database: Database | None, seed_languages: Sequence[str] = ()
+    ) -> None:
+        """`seed_languages`: train the seed heads on the seed rows in these languages only
+        (empty: all of them), as `bench/languages.py` does to measure cross-lingual transfer."""
         self.models_path = Path(models_path)
         self.database = database
+        self.seed_languages = tuple(seed_languages)
 
     def heads_dir(self, name: str) -> Path:
         return self.models_path / "heads" / name
@@ -237,7 +253,7 @@ class HeadStore:
         self, name: str, encoder: TextEncoder, options: TrainOptions = DEFAULT_OPTIONS
     ) -> Head:
         """The head trained on the packaged seed set, trained once per encoder and cached."""
-        examples = seed_examples(name)
+        examples = seed_examples(name, self.seed_languages)
         digest = hashlib.sha256()
         for part in (
             HEAD_FORMAT,

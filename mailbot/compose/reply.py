@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from mailbot.classify.language import REPLY_LANGUAGES, UNDETERMINED, detect_language
 from mailbot.compose.mime import build_reply, new_message_id, reply_subject
 from mailbot.compose.templates import ReplyTemplates
 from mailbot.parse.message import Address, InboundMessage
@@ -72,6 +73,28 @@ class DraftOptions:
     min_passage_score: float = 0.0
     html_alternative: bool = False
 
+    def signature_for(self, language: str) -> str:
+        """The sign-off of a reply in `language`: drafts.signatures, else the shipped one for
+        that language, else drafts.signature (English and any other language)."""
+        configured = self.signatures.get(language)
+        if configured:
+            return configured
+        if language != "en" and language in DEFAULT_SIGNATURES:
+            return DEFAULT_SIGNATURES[language]
+        return self.signature
+
+
+# Sign-offs of replies in the shipped languages when drafts.signatures has none for them:
+# a Spanish reply never ends in "Kind regards".
+DEFAULT_SIGNATURES = {
+    "de": "Mit freundlichen Grüßen\nIhr Kundenservice",
+    "fr": "Cordialement,\nLe service client",
+    "es": "Un saludo,\nAtención al cliente",
+    "it": "Cordiali saluti,\nIl servizio clienti",
+    "nl": "Met vriendelijke groet,\nDe klantenservice",
+    "pt": "Com os melhores cumprimentos,\nO apoio ao cliente",
+}
+
 
 def first_name(address: Address | None) -> str | None:
     """A greeting name from the From header ("Emma Clarke" or "Clarke, Emma" -> "Emma")."""
@@ -95,6 +118,12 @@ def field_values(extraction: Any) -> dict[str, Any]:
         if found:
             values[name] = _display(found[0].json_value())
     return values
+
+
+def _passage_language(passage: Any) -> str:
+    text = str(getattr(passage, "text", ""))
+    language = detect_language(text, REPLY_LANGUAGES)
+    return "en" if language == UNDETERMINED else language
 
 
 def _heading(path: Any) -> str | None:
@@ -148,9 +177,10 @@ def compose_draft(
         "customer_name": first_name(message.from_addr),
         "fields": fields,
         "missing": list(missing),
-        "passages": grounded,
+        # Only a passage in the reply's language is quoted in it.
+        "passages": [p for p in grounded if _passage_language(p) == template_language],
         "company": options.company,
-        "signature": options.signatures.get(template_language, options.signature),
+        "signature": options.signature_for(template_language),
         "subject": message.subject,
         "written_body": written_body,
     }

@@ -23,6 +23,7 @@ from typing import Any, Literal
 import numpy as np
 
 from mailbot.kb.keyword import BM25Index
+from mailbot.kb.languages import keyword_language
 
 SearchMode = Literal["hybrid", "vector", "keyword"]
 SEARCH_MODES: tuple[SearchMode, ...] = ("hybrid", "vector", "keyword")
@@ -81,7 +82,10 @@ class PassageIndex:
         self.passages = tuple(passages)
         self.matrix = np.ascontiguousarray(vectors, dtype=np.float32)
         # Headings are searched too: "Refunds > Time limits" matches "refund time limit".
-        self.keywords = BM25Index([f"{p.heading_path}\n{p.text}" for p in self.passages])
+        self.keywords = BM25Index(
+            [f"{p.heading_path}\n{p.text}" for p in self.passages],
+            languages=_document_languages(self.passages),
+        )
 
     def __len__(self) -> int:
         return len(self.passages)
@@ -189,3 +193,15 @@ def _single_threaded_blas() -> Iterator[None]:
         return
     with _blas_controller.limit(limits=1, user_api="blas"):
         yield
+
+
+def _document_languages(passages: Sequence[IndexedPassage]) -> list[str]:
+    """The language of each passage's document, told from the document's first passages
+    (a short passage alone, a table or a list of codes, is too little to tell)."""
+    samples: dict[int, list[str]] = {}
+    for passage in passages:
+        texts = samples.setdefault(passage.document_id, [])
+        if sum(len(t) for t in texts) < 1500:
+            texts.append(passage.text)
+    languages = {doc: keyword_language("\n".join(texts)) for doc, texts in samples.items()}
+    return [languages[p.document_id] for p in passages]

@@ -3,6 +3,9 @@
 It catches what embeddings blur: an exact product code ("TB-45-GRN"), an error number, a rare
 name. Each term keeps its postings as two arrays (passage rows, precomputed BM25 weights), so
 a query costs one vectorised add per query term.
+
+Words are stemmed and stop words dropped in the text's own language (see
+`mailbot.kb.languages`): a German question finds a German passage with other word forms.
 """
 
 from __future__ import annotations
@@ -14,6 +17,13 @@ from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
+
+from mailbot.kb.languages import (
+    STEMMED_LANGUAGES,
+    STOPWORDS,
+    keyword_language,
+    snowball_stem,
+)
 
 # Words, and codes made of words joined by - / . (kept whole as well as in parts).
 _TOKEN = re.compile(r"[^\W_]+(?:[-/.][^\W_]+)*")
@@ -37,19 +47,33 @@ _SUFFIXES = (
 )  # fmt: skip
 
 
-def tokenize(text: str) -> list[str]:
-    """Lower-cased, lightly stemmed terms without stop words; compound codes also in parts."""
+def tokenize(text: str, language: str = "en") -> list[str]:
+    """Lower-cased, stemmed terms without stop words; compound codes also in parts.
+
+    `language` (ISO 639-1) chooses the stemmer and stop words; "auto" detects it.
+    """
+    if language == "auto":
+        language = keyword_language(text)
+    if language not in STEMMED_LANGUAGES:
+        language = "en"
+    stopwords = _STOPWORDS if language == "en" else STOPWORDS[language]
+
+    def word_stem(word: str) -> str:
+        return stem(word) if language == "en" else snowball_stem(word, language)
+
     terms: list[str] = []
     for match in _TOKEN.finditer(text.casefold()):
         token = match.group()
-        if token in _STOPWORDS:
+        if token in stopwords:
             continue
         if token.isalpha():
-            terms.append(stem(token))
+            terms.append(word_stem(token))
             continue
         terms.append(token)
         if not token.isalnum():
-            terms.extend(stem(p) if p.isalpha() else p for p in re.split(r"[-/.]", token) if p)
+            terms.extend(
+                word_stem(p) if p.isalpha() else p for p in re.split(r"[-/.]", token) if p
+            )
     return terms
 
 
@@ -76,9 +100,25 @@ def stem(word: str) -> str:
 class BM25Index:
     """Okapi BM25 (k1, b) with Lucene's non-negative IDF, over a fixed list of texts."""
 
-    def __init__(self, texts: Sequence[str], *, k1: float = 1.2, b: float = 0.75) -> None:
+    def __init__(
+        self,
+        texts: Sequence[str],
+        *,
+        k1: float = 1.2,
+        b: float = 0.75,
+        languages: Sequence[str] = (),
+    ) -> None:
+        """`languages`: the language of each text; detected per text when not given."""
         self.size = len(texts)
-        counts = [Counter(tokenize(text)) for text in texts]
+        if languages and len(languages) != len(texts):
+            raise ValueError("one language per text expected")
+        self.languages = tuple(languages) or tuple(keyword_language(t) for t in texts)
+        # A query is stemmed in one of the languages the passages are written in.
+        self._query_languages = tuple(sorted(set(self.languages))) or ("en",)
+        counts = [
+            Counter(tokenize(text, language))
+            for text, language in zip(texts, self.languages, strict=True)
+        ]
         lengths = np.array([sum(c.values()) for c in counts], dtype=np.float32)
         average = float(lengths.mean()) if self.size and lengths.sum() else 1.0
         norm = k1 * (1.0 - b + b * lengths / average)
@@ -107,7 +147,7 @@ class BM25Index:
         words", so the scaled value is comparable across queries, unlike the raw score.
         Terms no passage contains are left out of the reference: nothing could match them.
         """
-        terms = set(tokenize(query))
+        terms = self.query_terms(query)
         raw = self._scores(terms)
         known = sum(self._idf[t] for t in terms if t in self._idf)
         if known <= 0:
@@ -119,7 +159,11 @@ class BM25Index:
 
     def scores(self, query: str) -> np.ndarray:
         """BM25 score of every passage for `query` (zeros where no term matches)."""
-        return self._scores(set(tokenize(query)))
+        return self._scores(self.query_terms(query))
+
+    def query_terms(self, query: str) -> set[str]:
+        """A query's terms, stemmed in its language among those of the passages."""
+        return set(tokenize(query, keyword_language(query, self._query_languages)))
 
     def _scores(self, terms: set[str]) -> np.ndarray:
         total = np.zeros(self.size, dtype=np.float32)
