@@ -27,6 +27,7 @@ _COMMAND_MODULES = (
     "kb_cmd",
     "route_cmd",
     "privacy_cmd",
+    "learn_cmd",  # after model_cmd: adds `model history` and `model rollback`
 )
 
 
