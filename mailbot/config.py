@@ -532,6 +532,9 @@ class LearnSettings(_Section):
     min_teacher_confidence: Annotated[float, Field(ge=0, le=1)] = 0.0
     # Folds of cross-validation when learning; 0 = classifier.cv_folds.
     cv_folds: Annotated[int, Field(ge=0, le=20)] = 0
+    # The lexical (character n-gram) half of a head helps most with few examples and costs
+    # most of the training time with many; above this many examples it is left out.
+    lexical_max_examples: Annotated[int, Field(ge=0)] = 3000
 
     @model_validator(mode="after")
     def _check(self) -> LearnSettings:

@@ -158,7 +158,7 @@ def _message_examples(
 
 def file_examples(paths: Sequence[str | Path], base: Path) -> list[Example]:
     """Examples from the deployment's labelled CSVs (relative paths from the config's folder)."""
-    examples = []
+    examples: list[Example] = []
     for path in paths:
         resolved = (base / Path(path).expanduser()).resolve()
         found = read_labeled_csv(resolved, "text", "label")

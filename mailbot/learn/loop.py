@@ -14,12 +14,13 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import update
 
 from mailbot.audit.events import record_event
+from mailbot.classify.classifier import _one_blas_thread
 from mailbot.classify.head import Head
 from mailbot.classify.store import HEAD_NAMES, HeadStore, TextEncoder, train_from_examples
 from mailbot.classify.train import Progress, TrainingDataError, TrainOptions, _quiet_progress
@@ -153,10 +154,13 @@ class Learner:
         self.progress(f"{name}: {len(train)} examples ({_sources(outcome.sources)}), "
                       f"{len(data.holdout)} held back")
         vectors = self.cache.embed([e.text for e in train], self.progress)
+        options = replace(self.options,
+                          lexical=len(train) <= settings.lexical_max_examples)
         try:
-            candidate = train_from_examples(name, data.examples(train), self.encoder,
-                                            options=self.options, progress=self.progress,
-                                            vectors=vectors)
+            with _one_blas_thread():
+                candidate = train_from_examples(name, data.examples(train), self.encoder,
+                                                options=options, progress=self.progress,
+                                                vectors=vectors)
         except TrainingDataError as exc:
             outcome.reason = str(exc)
             return self._done(outcome, started)
