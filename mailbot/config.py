@@ -507,17 +507,19 @@ class LearnSettings(_Section):
     # since the last version was trained (`mailbot learn --force` ignores it).
     min_new_labels: Annotated[int, Field(ge=1)] = 50
     # A candidate is promoted unless its accuracy on the held-back mail is worse than the
-    # promoted head's by more than this (0.01 = one percentage point).
+    # promoted head's by more than this (0.01 = one percentage point) plus one standard
+    # error of the paired difference (a slice of a few dozen messages is noisy).
     margin: Annotated[float, Field(ge=0, le=1)] = 0.01
     # Share of the most recent human- and teacher-labelled mail held back to compare the
     # candidate with the promoted head, within these bounds (messages).
     holdout_share: Annotated[float, Field(gt=0, lt=1)] = 0.2
     holdout_min: Annotated[int, Field(ge=1)] = 20
     holdout_max: Annotated[int, Field(ge=1)] = 1000
-    # The intent confidence threshold is recalibrated on the held-back mail so that the
-    # mail the small model keeps is labelled right this often (against the labels held
-    # back, which for teacher labels include the cloud model's own mistakes).
-    target_accuracy: Annotated[float, Field(gt=0, le=1)] = 0.9
+    # The intent confidence threshold is recalibrated so that the recent mail the small
+    # model would keep is expected to be right this often (by its calibrated confidence,
+    # over the last `calibration_messages` messages, labelled or not).
+    target_accuracy: Annotated[float, Field(gt=0, le=1)] = 0.95
+    calibration_messages: Annotated[int, Field(ge=10)] = 2000
     # Bounds of that threshold.
     min_confidence_floor: Annotated[float, Field(ge=0, le=1)] = 0.3
     min_confidence_ceiling: Annotated[float, Field(ge=0, le=1)] = 0.95
@@ -534,7 +536,7 @@ class LearnSettings(_Section):
     cv_folds: Annotated[int, Field(ge=0, le=20)] = 0
     # The lexical (character n-gram) half of a head helps most with few examples and costs
     # most of the training time with many; above this many examples it is left out.
-    lexical_max_examples: Annotated[int, Field(ge=0)] = 3000
+    lexical_max_examples: Annotated[int, Field(ge=0)] = 500
 
     @model_validator(mode="after")
     def _check(self) -> LearnSettings:

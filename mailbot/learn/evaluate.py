@@ -70,9 +70,11 @@ def score(
     vectors: np.ndarray,
     truth: Sequence[str],
     thresholds: Thresholds | None,
+    traffic: tuple[Sequence[str], np.ndarray] | None = None,
 ) -> HeadScore:
-    """Accuracy on the held-back mail; for intent also the share escalated at `thresholds`
-    and the accuracy of what the small model keeps."""
+    """Accuracy on the held-back mail; for intent also the share of recent mail (`traffic`,
+    labelled or not; else the held-back mail) escalated at `thresholds` and the accuracy of
+    the held-back mail the small model would keep."""
     found = predict(head, texts, vectors)
     correct = np.array([p == t for p, t in zip(found.labels, truth, strict=True)], bool)
     per_label: dict[str, tuple[int, float]] = {}
@@ -85,6 +87,9 @@ def score(
         sent = escalate_mask(found, thresholds)
         escalated = float(sent.mean())
         auto = float(correct[~sent].mean()) if (~sent).any() else None
+    if thresholds is not None:
+        if traffic is not None and len(traffic[0]):
+            escalated = float(escalate_mask(predict(head, *traffic), thresholds).mean())
     return HeadScore(head.version, len(correct), float(correct.mean()) if len(correct) else 0.0,
                      escalated, auto, per_label, thresholds)
 
@@ -96,21 +101,41 @@ def escalate_mask(found: Predictions, thresholds: Thresholds) -> np.ndarray:
 
 
 def choose_min_confidence(
-    found: Predictions,
-    truth: Sequence[str],
+    traffic: Predictions,
     oos_threshold: float,
     *,
     target: float,
     floor: float,
     ceiling: float,
 ) -> float:
-    """The lowest confidence threshold at which the mail kept on the small model (in scope,
-    confident enough) is right at least `target` of the time; `ceiling` if none is."""
-    correct = np.array([p == t for p, t in zip(found.labels, truth, strict=True)], bool)
-    in_scope = found.out_of_scope <= oos_threshold
+    """The lowest confidence threshold at which the recent mail the small model would keep
+    (in scope, confident enough) is expected to be right at least `target` of the time;
+    `ceiling` if it never is.
+
+    The head's confidences are calibrated (temperature fitted on held-out folds), so the
+    mean confidence of the mail kept estimates its accuracy; recent mail, labelled or not,
+    is what the threshold will meet. Labelled mail alone would not do: the cloud model only
+    labels what the small model escalated, the hard cases.
+    """
+    in_scope = traffic.out_of_scope <= oos_threshold
     for threshold in np.arange(floor, ceiling + 1e-9, 0.01):
-        kept = in_scope & (found.confidence >= threshold)
-        # A handful of kept examples says nothing: ask for at least five.
-        if kept.sum() >= 5 and correct[kept].mean() >= target:
+        kept = in_scope & (traffic.confidence >= threshold)
+        # A handful of kept messages says nothing: ask for at least five.
+        if kept.sum() >= 5 and traffic.confidence[kept].mean() >= target:
             return round(float(threshold), 2)
     return ceiling
+
+
+def worse_beyond_margin(
+    candidate: Sequence[str], current: Sequence[str], truth: Sequence[str], margin: float
+) -> tuple[bool, float]:
+    """Whether the candidate is worse than the current head beyond `margin`, allowing for
+    chance on a small slice: the paired difference must exceed the margin by one standard
+    error (the square root of the messages the two disagree on, over all). (worse, band)"""
+    n = len(truth)
+    if not n:
+        return False, 0.0
+    only_new = sum(c == t != o for c, o, t in zip(candidate, current, truth, strict=True))
+    only_old = sum(o == t != c for c, o, t in zip(candidate, current, truth, strict=True))
+    band = margin + float(np.sqrt(only_new + only_old)) / n
+    return (only_old - only_new) / n > band, band

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from mailbot.audit.events import record_event
 from mailbot.classify.classifier import _one_blas_thread
@@ -26,6 +26,7 @@ from mailbot.classify.store import HEAD_NAMES, HeadStore, TextEncoder, train_fro
 from mailbot.classify.train import Progress, TrainingDataError, TrainOptions, _quiet_progress
 from mailbot.config import Config
 from mailbot.db.llm_records import TeacherLabel
+from mailbot.db.models import Message, MessageStatus, RawMessage
 from mailbot.db.outcomes import HumanLabel
 from mailbot.db.session import Database
 from mailbot.learn.dataset import (
@@ -35,6 +36,7 @@ from mailbot.learn.dataset import (
     TrainingSet,
     build_training_set,
     drop_thin_labels,
+    message_texts,
 )
 from mailbot.learn.embeddings import EmbeddingCache
 from mailbot.learn.evaluate import (
@@ -43,6 +45,7 @@ from mailbot.learn.evaluate import (
     choose_min_confidence,
     predict,
     score,
+    worse_beyond_margin,
 )
 from mailbot.learn.versions import LEARN_STAGE
 
@@ -191,34 +194,53 @@ class Learner:
                  outcome: HeadOutcome) -> tuple[bool, str]:
         margin = self.config.learn.margin
         held = data.holdout
+        traffic = self._traffic() if name == "intent" else None
+        new_thresholds = self._recalibrate(candidate, traffic) if traffic is not None else None
         if not held:
             old = float((current.metrics or {}).get("cv_accuracy") or 0.0)
             new = float((candidate.metrics or {}).get("cv_accuracy") or 0.0)
+            if new_thresholds is not None and traffic is not None:
+                outcome.after = score(candidate, [], traffic[1][:0], [], new_thresholds,
+                                      traffic)
             ok = new >= old - margin
             return ok, (f"no recent labelled mail to hold back; cross-validated accuracy "
                         f"{new:.3f} against {old:.3f}")
         texts, truth = [e.text for e in held], [e.label for e in held]
         vectors = self.cache.embed(texts, self.progress)
         current_thresholds = head_thresholds(current, self.config) if name == "intent" else None
-        outcome.before = score(current, texts, vectors, truth, current_thresholds)
-        new_thresholds = self._recalibrate(candidate, texts, vectors, truth) \
-            if name == "intent" else None
-        outcome.after = score(candidate, texts, vectors, truth, new_thresholds)
+        outcome.before = score(current, texts, vectors, truth, current_thresholds, traffic)
+        outcome.after = score(candidate, texts, vectors, truth, new_thresholds, traffic)
+        worse, band = worse_beyond_margin(predict(candidate, texts, vectors).labels,
+                                          predict(current, texts, vectors).labels, truth, margin)
         old, new = outcome.before.accuracy, outcome.after.accuracy
-        ok = new >= old - margin
-        verdict = "not worse" if ok else "worse"
-        return ok, (f"accuracy on {len(held)} held-back message(s) {new:.3f} against "
-                    f"{old:.3f}: {verdict} (margin {margin:g})")
+        verdict = "worse" if worse else "not worse"
+        return not worse, (f"accuracy on {len(held)} held-back message(s) {new:.3f} against "
+                           f"{old:.3f}: {verdict} (margin {margin:g}, with chance {band:.3f})")
 
-    def _recalibrate(self, head: Head, texts: list[str], vectors: Any,
-                     truth: list[str]) -> Thresholds:
+    def _traffic(self) -> tuple[list[str], Any] | None:
+        """The most recent mail (labelled or not) as the classifier reads it, embedded."""
+        limit = self.config.learn.calibration_messages
+        with self.database.session() as session:
+            pks = list(session.scalars(
+                select(Message.id).join(RawMessage, RawMessage.message_pk == Message.id)
+                .where(Message.erased_at.is_(None),
+                       Message.status.not_in([MessageStatus.SKIPPED, MessageStatus.FAILED,
+                                              MessageStatus.FETCHED]))
+                .order_by(Message.id.desc()).limit(limit)))
+            texts = list(message_texts(session, pks).values())
+        if len(texts) < 5:
+            return None
+        return texts, self.cache.embed(texts, self.progress)
+
+    def _recalibrate(self, head: Head, traffic: tuple[list[str], Any] | None) -> Thresholds:
         settings = self.config.learn
         oos = (self.config.classifier.oos_threshold
                if self.config.classifier.oos_threshold is not None
                else head.oos_threshold(self.config.classifier.oos_false_rejection))
-        found = predict(head, texts, vectors)
+        if traffic is None:
+            return Thresholds(self.config.route.min_intent_confidence, oos)
         min_conf = choose_min_confidence(
-            found, truth, oos, target=settings.target_accuracy,
+            predict(head, *traffic), oos, target=settings.target_accuracy,
             floor=settings.min_confidence_floor, ceiling=settings.min_confidence_ceiling)
         return Thresholds(min_conf, oos)
 
