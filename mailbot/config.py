@@ -504,7 +504,7 @@ class LearnSettings(_Section):
     # Hours between scheduled runs.
     interval_hours: Annotated[float, Field(gt=0, le=24 * 90)] = 24.0
     # A head is retrained only when at least this many human or teacher labels arrived
-    # since the last version was trained (`mailbot learn --force` ignores it).
+    # since its last version was trained (`mailbot learn --force` ignores it).
     min_new_labels: Annotated[int, Field(ge=1)] = 50
     # A candidate is promoted unless its accuracy on the held-back mail is worse than the
     # promoted head's by more than this (0.01 = one percentage point) plus one standard

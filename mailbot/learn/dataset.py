@@ -77,7 +77,7 @@ class TrainingSet:
     conflicts: int = 0  # texts whose labels disagreed between sources
     duplicates: int = 0  # repeated texts merged
     skipped_erased: int = 0  # labels of messages whose text is no longer kept
-    new_labels: int = 0  # human and teacher labels no version was trained on yet
+    new_labels: int = 0  # human and teacher labels that arrived since the last version
 
     def examples(self, rows: Sequence[Example] | None = None) -> LabeledExamples:
         rows = self.train if rows is None else rows

@@ -87,9 +87,8 @@ def score(
         sent = escalate_mask(found, thresholds)
         escalated = float(sent.mean())
         auto = float(correct[~sent].mean()) if (~sent).any() else None
-    if thresholds is not None:
-        if traffic is not None and len(traffic[0]):
-            escalated = float(escalate_mask(predict(head, *traffic), thresholds).mean())
+    if thresholds is not None and traffic is not None and len(traffic[0]):
+        escalated = float(escalate_mask(predict(head, *traffic), thresholds).mean())
     return HeadScore(head.version, len(correct), float(correct.mean()) if len(correct) else 0.0,
                      escalated, auto, per_label, thresholds)
 

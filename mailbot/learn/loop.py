@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select, update
@@ -143,6 +144,12 @@ class Learner:
                               holdout=len(data.holdout), new_labels=data.new_labels,
                               conflicts=data.conflicts, skipped_erased=data.skipped_erased)
         promoted = self.store.newest_promoted(name, self.encoder.version)
+        # New: labelled since the last version of this head was trained (kept or promoted).
+        versions = self.store.versions(name)
+        since = versions[-1].created_at if versions else None
+        outcome.new_labels = data.new_labels = sum(
+            1 for e in (*data.train, *data.holdout)
+            if e.labelled_at is not None and (since is None or _aware(e.labelled_at) > since))
         if not force and promoted is not None and data.new_labels < settings.min_new_labels:
             outcome.reason = (f"{data.new_labels} new label(s), fewer than learn.min_new_labels"
                               f" = {settings.min_new_labels}")
@@ -270,6 +277,10 @@ class Learner:
         outcome.seconds = time.monotonic() - started
         log.info("learn %s: %s (%s)", outcome.name, outcome.action, outcome.reason)
         return outcome
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _sources(sources: dict[str, int]) -> str:
