@@ -327,3 +327,41 @@ def test_only_recent_labelled_mail_is_held_back() -> None:
     assert len(train) == 74
     # Too little labelled mail to compare on: nothing is held back.
     assert hold_back(rows[:53], 0.2, 5, 100) == (rows[:53], [])
+
+
+def test_gaps_cluster_the_mail_sent_away_and_a_cluster_becomes_an_intent(
+    setup: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config, database, stream = setup["config"], setup["database"], setup["stream"]
+    _ingest(config, tmp_path, stream[:24], 0, capsys)  # all of it sent to the cloud model
+    code, out, err = _cli(["--config", str(config), "report", "gaps", "--clusters", "3",
+                           "--json"], capsys)
+    assert code == 0, err
+    clusters = json.loads(out)
+    assert sum(c["size"] for c in clusters) == 24
+    assert [c["cluster"] for c in clusters] == [1, 2, 3]
+    biggest = clusters[0]
+    assert biggest["suggested"] in {label for _, label in stream}
+    assert biggest["subjects"][0].startswith("Card question from")
+
+    code, out, err = _cli(["--config", str(config), "report", "gaps", "--clusters", "3"],
+                          capsys)
+    assert code == 0 and "cluster 1:" in out and "cloud model says" in out
+
+    code, out, err = _cli(["--config", str(config), "intents", "add", "Bad Name",
+                           "--from-cluster", "1"], capsys)
+    assert code != 0 and "not an intent name" in err
+    code, out, err = _cli(["--config", str(config), "intents", "add", "gift_cards",
+                           "--from-cluster", "9"], capsys)
+    assert code != 0 and "has no cluster 9" in err
+    code, out, err = _cli(["--config", str(config), "intents", "add", "gift_cards",
+                           "--from-cluster", "1"], capsys)
+    assert code == 0, err
+    with database.session() as session:
+        labels = session.scalars(select(HumanLabel).where(HumanLabel.value == "gift_cards")).all()
+    assert len(labels) == clusters[0]["size"]
+    assert all(label.source == LabelSource.IMPORT for label in labels)
+    with database.session() as session:
+        data = build_training_set(session, "intent", packaged_seed=False,
+                                  files=[setup["seed_csv"]], holdout=(0.2, 100, 100))
+    assert sum(e.label == "gift_cards" for e in data.train) == clusters[0]["size"]

@@ -15,10 +15,14 @@ HEADS = ("intent", "priority", "sentiment")
 
 def register(group: click.Group) -> None:
     group.add_command(learn)
+    group.add_command(intents)
     model = group.commands.get("model")
     if isinstance(model, click.Group):
         model.add_command(history)
         model.add_command(rollback_command)
+    report = group.commands.get("report")
+    if isinstance(report, click.Group):
+        report.add_command(gaps)
 
 
 def _database(config: Any) -> Any:
@@ -182,4 +186,82 @@ def rollback_command(name: str, version: str | None, as_json: bool) -> int:
         click.echo(f"{name}: {done.from_version or 'seed head'} -> "
                    f"{done.to_version or 'the seed head'}"
                    + (f" (demoted {', '.join(done.demoted)})" if done.demoted else ""))
+    return int(ExitCode.OK)
+
+
+def _printable(text: str, width: int = 70) -> str:
+    """A subject fit for a terminal: control characters shown escaped, cut to `width`."""
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return shown if len(shown) <= width else shown[: width - 1] + "…"
+
+
+@click.command("gaps")
+@click.option("--clusters", type=click.IntRange(2, 200), default=None,
+              help="How many clusters (default: about the square root of half the messages).")
+@click.option("--limit", type=click.IntRange(2, 100000), default=2000, show_default=True,
+              help="The most recent messages sent away to cluster.")
+@json_option
+def gaps(clusters: int | None, limit: int, as_json: bool) -> int:
+    """Cluster the mail that went out of scope or to the cloud LLM, to find missing intents.
+
+    Each cluster shows its size, a few subjects and the cloud model's most frequent label;
+    `mailbot intents add NAME --from-cluster K` turns cluster K into a new intent.
+    """
+    from mailbot.engine import ModelRegistry
+    from mailbot.learn.gaps import cluster_gaps
+
+    config = get_state().config
+    database = _database(config)
+    try:
+        encoder = ModelRegistry(config.models, config.models_path).encoder()
+        found = cluster_gaps(database, encoder, config.models_path / "learn",
+                             clusters=clusters, limit=limit)
+    finally:
+        database.dispose()
+    if as_json:
+        emit_json([c.to_json() for c in found])
+        return int(ExitCode.OK)
+    if not found:
+        click.echo("no mail went out of scope or to the cloud LLM (or too little to cluster)")
+        return int(ExitCode.OK)
+    for cluster in found:
+        suggestion = (f"{cluster.suggested} ({cluster.suggested_share:.0%} of the cloud's labels)"
+                      if cluster.suggested else "none")
+        click.echo(f"cluster {cluster.id}: {cluster.size} message(s); cloud model says "
+                   f"{suggestion}")
+        for subject in cluster.subjects:
+            click.echo(f"    {_printable(subject)}")
+    click.echo("Add one as an intent: mailbot intents add NAME --from-cluster K")
+    return int(ExitCode.OK)
+
+
+@click.group()
+def intents() -> None:
+    """Manage the intents the small model learns."""
+
+
+@intents.command("add")
+@click.argument("name")
+@click.option("--from-cluster", "cluster", type=int, required=True,
+              help="A cluster of the last `mailbot report gaps`.")
+@click.option("--agent", default=None, help="Who added it (recorded with the labels).")
+def intents_add(name: str, cluster: int, agent: str | None) -> int:
+    """Label the messages of a gaps cluster with a new intent NAME (trained at the next
+    `mailbot learn`)."""
+    import re
+
+    from mailbot.learn.gaps import add_intent_from_cluster
+
+    if not re.fullmatch(r"[a-z][a-z0-9_]{0,62}", name):
+        raise click.BadParameter(
+            f"{name!r} is not an intent name; use lower-case letters, digits and _, "
+            "starting with a letter (e.g. gift_cards)", param_hint="NAME")
+    config = get_state().config
+    database = _database(config)
+    try:
+        count = add_intent_from_cluster(database, name, cluster, agent=agent)
+    finally:
+        database.dispose()
+    click.echo(f"labelled {count} message(s) as {name}; `mailbot learn --head intent` "
+               "trains it")
     return int(ExitCode.OK)
