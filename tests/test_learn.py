@@ -365,3 +365,28 @@ def test_gaps_cluster_the_mail_sent_away_and_a_cluster_becomes_an_intent(
         data = build_training_set(session, "intent", packaged_seed=False,
                                   files=[setup["seed_csv"]], holdout=(0.2, 100, 100))
     assert sum(e.label == "gift_cards" for e in data.train) == clusters[0]["size"]
+
+
+def test_the_router_uses_the_threshold_learned_with_the_head() -> None:
+    from dataclasses import replace as with_
+
+    from mailbot.config import RouteSettings
+    from mailbot.route.rules import confidence_rule
+    from tests.test_route import classification
+
+    settings = RouteSettings(min_intent_confidence=0.5)
+    unsure = classification(confidence=0.6)
+    assert confidence_rule(_route_input(unsure), settings) == []
+    learned = with_(unsure, min_confidence=0.8)
+    (reason,) = confidence_rule(_route_input(learned), settings)
+    assert reason.code == "low_confidence" and reason.details["threshold"] == 0.8
+    assert confidence_rule(_route_input(with_(unsure, min_confidence=0.4)),
+                           RouteSettings(min_intent_confidence=0.7)) == []
+
+
+def _route_input(classification: Any) -> Any:
+    from mailbot.parse.mime import parse_message
+    from mailbot.route.rules import RouteInput
+    from tests.support.mail import support_email
+
+    return RouteInput(message=parse_message(support_email(1)), classification=classification)
