@@ -390,3 +390,25 @@ def _route_input(classification: Any) -> Any:
     from tests.support.mail import support_email
 
     return RouteInput(message=parse_message(support_email(1)), classification=classification)
+
+
+def test_the_worker_learns_on_its_schedule_and_serves_the_promoted_head(
+    setup: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mailbot.classify.stage import ClassifyStage
+    from mailbot.daemon import Worker
+
+    config, database, stream = setup["config"], setup["database"], setup["stream"]
+    _ingest(config, tmp_path, stream[:30], 0, capsys)
+    loaded = load_config(config)
+    worker = Worker(loaded, db=database)
+    stage = next(s for s in worker.pipeline.stages if isinstance(s, ClassifyStage))
+    before = stage.classifier.heads["intent"].version
+    worker.learn()  # the scheduled job
+    store = HeadStore(loaded.models_path, database)
+    promoted = store.newest_promoted("intent")
+    assert promoted is not None and promoted.version != before
+    assert promoted.metrics["source"] == "learn"
+    stage.run_many([])  # nothing to classify: the refresh alone
+    stage.classifier.refresh()
+    assert stage.classifier.heads["intent"].version == promoted.version
