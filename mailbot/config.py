@@ -609,6 +609,60 @@ class WebSettings(_Section):
     def secure_cookies(self) -> bool:
         return self.public_url.startswith("https://")
 
+class LearnSettings(_Section):
+    """The learning loop (`mailbot learn`): retraining the heads from labelled mail."""
+
+    # Let the worker run it on a schedule (`mailbot learn` runs it by hand either way).
+    enabled: bool = True
+    # Hours between scheduled runs.
+    interval_hours: Annotated[float, Field(gt=0, le=24 * 90)] = 24.0
+    # A head is retrained only when at least this many human or teacher labels arrived
+    # since its last version was trained (`mailbot learn --force` ignores it).
+    min_new_labels: Annotated[int, Field(ge=1)] = 50
+    # A candidate is promoted unless its accuracy on the held-back mail is worse than the
+    # promoted head's by more than this (0.01 = one percentage point) plus one standard
+    # error of the paired difference (a slice of a few dozen messages is noisy).
+    margin: Annotated[float, Field(ge=0, le=1)] = 0.01
+    # Share of the most recent human- and teacher-labelled mail held back to compare the
+    # candidate with the promoted head, within these bounds (messages).
+    holdout_share: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    holdout_min: Annotated[int, Field(ge=1)] = 20
+    holdout_max: Annotated[int, Field(ge=1)] = 1000
+    # The intent confidence threshold is recalibrated so that the recent mail the small
+    # model would keep is expected to be right this often (by its calibrated confidence,
+    # over the last `calibration_messages` messages, labelled or not).
+    target_accuracy: Annotated[float, Field(gt=0, le=1)] = 0.95
+    calibration_messages: Annotated[int, Field(ge=10)] = 2000
+    # Bounds of that threshold.
+    min_confidence_floor: Annotated[float, Field(ge=0, le=1)] = 0.3
+    min_confidence_ceiling: Annotated[float, Field(ge=0, le=1)] = 0.95
+    # Use the recalibrated thresholds in routing ("apply"), or only record them ("record"),
+    # leaving route.min_intent_confidence in force.
+    thresholds: Literal["apply", "record"] = "apply"
+    # Train on the packaged seed examples (mailbot/data/intents) as well.
+    packaged_seed: bool = True
+    # Labelled CSV files (`text,label` header) per head, e.g. {intent = ["intents.csv"]}.
+    data: dict[Literal["intent", "priority", "sentiment"], list[str]] = {}
+    # Teacher labels below this confidence (as the cloud model gave it) are left out.
+    min_teacher_confidence: Annotated[float, Field(ge=0, le=1)] = 0.0
+    # Folds of cross-validation when learning; 0 = classifier.cv_folds.
+    cv_folds: Annotated[int, Field(ge=0, le=20)] = 0
+    # The lexical (character n-gram) half of a head helps most with few examples and costs
+    # most of the training time with many; above this many examples it is left out.
+    lexical_max_examples: Annotated[int, Field(ge=0)] = 500
+
+    @model_validator(mode="after")
+    def _check(self) -> LearnSettings:
+        if self.min_confidence_floor > self.min_confidence_ceiling:
+            raise ValueError(f"min_confidence_floor = {self.min_confidence_floor} is above "
+                             f"min_confidence_ceiling = {self.min_confidence_ceiling}")
+        if self.holdout_min > self.holdout_max:
+            raise ValueError(f"holdout_min = {self.holdout_min} is above holdout_max = "
+                             f"{self.holdout_max}")
+        if self.cv_folds == 1:
+            raise ValueError("cv_folds = 1 cannot calibrate; use 0 (classifier.cv_folds) or >= 2")
+        return self
+
 
 class Config(_Section):
     """The whole validated configuration."""
@@ -629,6 +683,7 @@ class Config(_Section):
     route: RouteSettings = RouteSettings()
     retention: RetentionSettings = RetentionSettings()
     web: WebSettings = WebSettings()
+    learn: LearnSettings = LearnSettings()
     accounts: list[AccountSettings] = []
     # Where the file was read from; relative paths in it are taken from its folder.
     source: str | None = None

@@ -107,6 +107,23 @@ class Worker:
             log.info("retention: %d raw message(s) deleted, %d message(s) scrubbed",
                      report.raw, report.messages)
 
+    def learn(self) -> None:
+        """Retrain the heads from labelled mail (a scheduled job); the classifier in this
+        worker picks up what is promoted at its next refresh."""
+        from mailbot.classify.stage import ClassifyStage
+        from mailbot.learn.loop import run_learning
+
+        encoder = next((s.classifier.encoder for s in self.pipeline.stages
+                        if isinstance(s, ClassifyStage)), None)
+        try:
+            outcomes = run_learning(self.config, self.db, encoder)
+        except MailbotError as exc:
+            log.warning("learning could not run: %s", exc)
+            return
+        for outcome in outcomes:
+            log.info("learn %s: %s %s (%s)", outcome.name, outcome.action,
+                     outcome.version or "", outcome.reason)
+
     def poll_all(self) -> list[PollReport]:
         """Poll every mailbox once, one after the other, then send approved replies."""
         reports = []
@@ -158,6 +175,10 @@ class Worker:
         scheduler.add_job(self.apply_retention, "interval", id="retention",
                           hours=self.config.retention.interval_hours,
                           next_run_time=datetime.now(UTC))
+        if self.config.learn.enabled and self.config.classifier.enabled:
+            # The first run one interval after the start: a restart does not retrain.
+            scheduler.add_job(self.learn, "interval", id="learn",
+                              hours=self.config.learn.interval_hours)
         self._install_signal_handlers()
         metrics = self._start_metrics()
         scheduler.start()

@@ -59,8 +59,11 @@ class Classifier:
         settings: ClassifierSettings | None = None,
         *,
         generator: ChoiceScorer | None = None,
+        learned_thresholds: bool = True,
     ) -> None:
         self.encoder = encoder
+        # Use the thresholds `mailbot learn` recalibrated with a head (learn.thresholds).
+        self.learned_thresholds = learned_thresholds
         self.store = store
         settings = settings or ClassifierSettings()
         self.settings = settings
@@ -81,7 +84,8 @@ class Classifier:
         registry = ModelRegistry(config.models, config.models_path)
         generator = registry.generator() if config.classifier.use_generator else None
         store = HeadStore(config.models_path, database)
-        return cls(registry.encoder(), store, config.classifier, generator=generator)
+        return cls(registry.encoder(), store, config.classifier, generator=generator,
+                   learned_thresholds=config.learn.thresholds == "apply")
 
     @property
     def heads(self) -> dict[str, Head]:
@@ -127,6 +131,14 @@ class Classifier:
             return self.settings.oos_threshold
         return (head or self._heads["intent"]).oos_threshold(self.settings.oos_false_rejection)
 
+    def min_confidence(self, head: Head | None = None) -> float | None:
+        """The intent confidence threshold learned with the head, when one is and is used."""
+        if not self.learned_thresholds:
+            return None
+        learned = ((head or self._heads["intent"]).metrics or {}).get("thresholds") or {}
+        value = learned.get("min_intent_confidence")
+        return float(value) if value is not None else None
+
     def classify(self, text: str) -> Classification:
         """Classify one text (see `message_text` for emails)."""
         return self.classify_many([text])[0]
@@ -145,6 +157,8 @@ class Classifier:
                 for name in HEAD_NAMES
             }
         threshold = self.oos_threshold(heads["intent"])
+        min_confidence = None if self.generator is not None else self.min_confidence(
+            heads["intent"])
         versions = tuple((name, heads[name].version) for name in HEAD_NAMES)
         results = []
         for row, text in enumerate(texts):
@@ -174,6 +188,7 @@ class Classifier:
                     head_version=head_version,
                     truncated=bool(embedded.truncated[row]),
                     head_versions=versions,
+                    min_confidence=min_confidence,
                 )
             )
         return results

@@ -35,6 +35,9 @@ class Classification:
     head_version: str  # the intent head's version ("generator" when the generator chose)
     truncated: bool  # the encoder saw only the start of the text
     head_versions: tuple[tuple[str, str], ...] = ()  # (head name, version) for every head
+    # The intent confidence threshold recalibrated with the intent head (`mailbot learn`);
+    # None: the router's route.min_intent_confidence applies.
+    min_confidence: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able dict; nested label scores become dicts."""

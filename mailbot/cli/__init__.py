@@ -29,6 +29,7 @@ _COMMAND_MODULES = (
     "privacy_cmd",
     "user_cmd",
     "web_cmd",
+    "learn_cmd",  # after model_cmd: adds `model history` and `model rollback`
 )
 
 

@@ -109,14 +109,19 @@ def skip_rule(data: RouteInput, settings: RouteSettings) -> list[RouteReason]:
 def confidence_rule(data: RouteInput, settings: RouteSettings) -> list[RouteReason]:
     """The classifier is unsure of the intent."""
     c = data.classification
-    if c is None or c.intent.confidence >= settings.min_intent_confidence:
+    if c is None:
+        return []
+    # A threshold recalibrated with the head in service (`mailbot learn`) comes with it.
+    learned = getattr(c, "min_confidence", None)
+    threshold = settings.min_intent_confidence if learned is None else learned
+    if c.intent.confidence >= threshold:
         return []
     return _reason(
         settings, "low_confidence",
         f"intent {c.intent.label!r} only {c.intent.confidence:.0%} certain "
-        f"(threshold {settings.min_intent_confidence:.0%})",
+        f"(threshold {threshold:.0%})",
         intent=c.intent.label, confidence=round(c.intent.confidence, 4),
-        runner_up=c.intent.runner_up, threshold=settings.min_intent_confidence,
+        runner_up=c.intent.runner_up, threshold=threshold,
     )
 
 
