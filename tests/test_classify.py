@@ -308,3 +308,44 @@ def test_lexical_features_are_scikit_learns_tf_idf() -> None:
         expected = theirs.transform([text]).toarray()[0][column]
         np.testing.assert_allclose(dense, expected, atol=1e-6)
         assert ours.transform_row(text)[0].tolist() == indices.tolist()
+
+
+def test_fused_out_of_scope_model_catches_more_unknown_mail_and_survives_saving(
+    encoder: object, tmp_path: Path
+) -> None:
+    from dataclasses import replace
+
+    from mailbot.classify.head import Head
+
+    train_texts, train_labels = banking_subset(20, 40, "train", skip=30)
+    known_texts, _ = banking_subset(20, 15, "test", skip=30)
+    # Ten neighbouring BANKING77 intents the head never saw stand in for unknown mail.
+    unknown_texts, _ = banking_subset(10, 15, "test", skip=50)
+    examples = read_labeled_csv(write_csv(tmp_path / "t.csv", train_texts, train_labels))
+    fused = train_from_examples("intent", examples, encoder, options=FAST)  # type: ignore[arg-type]
+    plain = train_from_examples(  # type: ignore[arg-type]
+        "intent", examples, encoder, options=replace(FAST, out_of_scope=False)
+    )
+    assert fused.oos_model is not None and plain.oos_model is None
+    embed = encoder.embed  # type: ignore[attr-defined]
+    known_vectors, unknown_vectors = embed(known_texts).vectors, embed(unknown_texts).vectors
+
+    def caught(head: Head) -> tuple[float, float]:
+        threshold = head.oos_threshold(0.05)
+        known = head.predict(known_texts, known_vectors).out_of_scope > threshold
+        unknown = head.predict(unknown_texts, unknown_vectors).out_of_scope > threshold
+        return float(known.mean()), float(unknown.mean())
+
+    fused_rejected, fused_recall = caught(fused)
+    plain_rejected, plain_recall = caught(plain)
+    assert fused_rejected <= 0.15 and plain_rejected <= 0.15
+    assert fused_recall > plain_recall, (fused_recall, plain_recall)
+
+    fused.save(tmp_path / "fused")
+    loaded = Head.load(tmp_path / "fused")
+    assert loaded.oos_model is not None
+    np.testing.assert_allclose(
+        loaded.predict(unknown_texts, unknown_vectors).out_of_scope,
+        fused.predict(unknown_texts, unknown_vectors).out_of_scope,
+        atol=2e-3,  # the reference vectors are stored in half precision
+    )

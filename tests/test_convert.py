@@ -68,7 +68,10 @@ def test_prepare_creates_then_does_nothing_then_redoes_with_force(mailbot: Mailb
     assert report["created"] is True and report["version"] == manifest.version
     assert (target / "model.bin").stat().st_mtime_ns != mtime
     # Nothing half-written is left beside it, and the worker can load it.
-    assert [p.name for p in mailbot.models.iterdir() if p.is_dir()] == ["all-MiniLM-L6-v2"]
+    # (beside it: the seed heads prepare trains on it, so the worker never has to)
+    dirs = sorted(p.name for p in mailbot.models.iterdir() if p.is_dir())
+    assert dirs == ["all-MiniLM-L6-v2", "heads"]
+    assert [h["head"] for h in report["seed_heads"]] == ["intent", "priority", "sentiment"]
     assert ModelRegistry(_settings(), mailbot.models).encoder().dim == 384
 
 

@@ -117,8 +117,10 @@ def test_eval_with_an_out_of_scope_label(
         capsys,
     )
     assert code == 0, err
-    lines = dict(line.split("=", 1) for line in out.splitlines()[-4:])
-    assert set(lines) == {"oos_threshold", "in_scope_accuracy", "oos_recall", "accuracy"}
+    lines = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    assert {"oos_threshold", "in_scope_accuracy", "oos_recall", "oos_auroc", "fpr95"} <= set(lines)
+    assert 0.5 < float(lines["oos_auroc"]) <= 1.0
+    assert 0.0 <= float(lines["fpr95"]) <= 1.0
     assert float(lines["in_scope_accuracy"]) > 0.7
     assert float(lines["oos_recall"]) > 0.2
     assert accuracy_line(out) > 0.6
@@ -143,3 +145,25 @@ def test_eval_refuses_test_labels_it_never_saw(
         capsys,
     )
     assert code == 65 and "lacks: z" in err and "Traceback" not in err
+
+
+def test_eval_holds_intents_out_as_out_of_scope_per_seed(
+    config_file: Path, banking_files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    train, test = banking_files
+    args = ["--config", str(config_file), "eval", "intent", "--train", str(train)]
+    args += ["--test", str(test), "--label-col", "category", "--holdout-intents", "3"]
+    code, out, err = run([*args, "--seeds", "2", "--shots", "20"], capsys)
+    assert code == 0, err
+    held = [line for line in out.splitlines() if " held out: " in line]
+    assert len(held) == 2 and held[0] != held[1]  # a different choice per seed
+    assert all(len(line.split(": ", 1)[1].split(", ")) == 3 for line in held)
+    lines = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    recalls = [float(x) for x in lines["seed_oos_recalls"].split(",")]
+    assert float(lines["oos_recall"]) == pytest.approx(sum(recalls) / 2, abs=1e-4)
+    assert float(lines["oos_recall_spread"]) >= 0.0
+    assert float(lines["oos_auroc"]) > 0.6
+    assert accuracy_line(out) > 0.5
+
+    code, _, err = run([*args, "--seeds", "1", "--holdout-intents", "9"], capsys)
+    assert code == 65 and "between 1 and 8" in err and "Traceback" not in err

@@ -74,3 +74,82 @@ def _check_worker(model_dir: Path) -> None:
     # carries it over from the forking parent (this pytest process, torch and all) across exec.
     peak_mb = report["vm_hwm_kb"] / 1024
     assert peak_mb < RSS_LIMIT_MB, f"peak RSS {peak_mb:.0f} MB"
+
+
+# The real CLI in this process, then its own peak memory and whether it ever trained.
+_CLASSIFY = textwrap.dedent(
+    """
+    import json, logging, sys
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    from mailbot.cli import cli
+    from mailbot.cli.common import run_cli
+    code = run_cli(cli, sys.argv[1:])
+    status = dict(
+        line.split(":", 1) for line in open("/proc/self/status") if line.startswith("Vm")
+    )
+    print(json.dumps({"code": code, "vm_hwm_kb": int(status["VmHWM"].split()[0]),
+                      "sklearn": "sklearn" in sys.modules}))
+    """
+)
+
+
+def _fresh_data_dir(tmp_path: Path, encoder_dir: Path) -> Path:
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / encoder_dir.name).symlink_to(encoder_dir, target_is_directory=True)
+    config = tmp_path / "mailbot.toml"
+    config.write_text(f'data_dir = "{tmp_path / "var"}"\n[models]\ndir = "{models}"\n', "utf-8")
+    return config
+
+
+def _mailbot(config: Path, *args: str) -> tuple[dict[str, object], str]:
+    completed = subprocess.run(
+        [sys.executable, "-c", _CLASSIFY, "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        cwd=Path(__file__).resolve().parent.parent,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    lines = completed.stdout.strip().splitlines()
+    report = json.loads(lines[-1])
+    assert report["code"] == 0, completed.stderr
+    report["output"] = "\n".join(lines[:-1])
+    return report, completed.stderr
+
+
+def test_after_model_prepare_the_first_classify_never_trains(
+    tmp_path: Path, encoder_dir: Path
+) -> None:
+    config = _fresh_data_dir(tmp_path, encoder_dir)
+    prepared, _ = _mailbot(config, "model", "prepare")
+    assert "trained the seed heads (intent, priority, sentiment)" in str(prepared["output"])
+    seeds = sorted((tmp_path / "models" / "heads").glob("*/seed-*/head.json"))
+    assert len(seeds) == 3
+    written = [p.stat().st_mtime_ns for p in seeds]
+
+    first, log = _mailbot(config, "classify", "Where is my parcel? I ordered it two weeks ago.")
+    assert json.loads(str(first["output"]))["intent"]["label"] == "order_status"
+    assert "seed head" not in log and "child process" not in log
+    assert first["sklearn"] is False  # nothing was trained in this process
+    assert [p.stat().st_mtime_ns for p in seeds] == written
+    assert int(first["vm_hwm_kb"]) / 1024 < RSS_LIMIT_MB  # type: ignore[call-overload]
+
+    again, _ = _mailbot(config, "model", "prepare")
+    assert "seed heads are already built" in str(again["output"])
+
+
+def test_without_prepare_the_seed_heads_are_built_outside_the_worker(
+    tmp_path: Path, encoder_dir: Path
+) -> None:
+    config = _fresh_data_dir(tmp_path, encoder_dir)
+    first, log = _mailbot(config, "classify", "I was charged twice for one order.")
+    assert "mailbot model prepare" in log and "child process" in log
+    assert first["sklearn"] is False
+    assert int(first["vm_hwm_kb"]) / 1024 < RSS_LIMIT_MB  # type: ignore[call-overload]
+    assert len(list((tmp_path / "models" / "heads").glob("*/seed-*/head.json"))) == 3
+    later, log = _mailbot(config, "classify", "I was charged twice for one order.")
+    assert "child process" not in log
+    assert first["output"] == later["output"]

@@ -60,10 +60,13 @@ class Classifier:
         *,
         generator: ChoiceScorer | None = None,
         learned_thresholds: bool = True,
+        train_seed_heads: bool = True,
     ) -> None:
         self.encoder = encoder
         # Use the thresholds `mailbot learn` recalibrated with a head (learn.thresholds).
         self.learned_thresholds = learned_thresholds
+        # False in the worker: a missing seed head is an error naming `mailbot model prepare`.
+        self.train_seed_heads = train_seed_heads
         self.store = store
         settings = settings or ClassifierSettings()
         self.settings = settings
@@ -78,14 +81,23 @@ class Classifier:
 
     @classmethod
     def from_config(cls, config: Config, database: Database | None = None) -> Classifier:
-        """Build from the configuration: the registry's encoder, generator and the database."""
+        """Build from the configuration: the registry's encoder, generator and the database.
+
+        Never trains in this process: seed heads that `mailbot model prepare` did not build
+        are built in a child process first.
+        """
+        from mailbot.classify.seeds import build_seed_heads_in_child
         from mailbot.engine import ModelRegistry
 
         registry = ModelRegistry(config.models, config.models_path)
         generator = registry.generator() if config.classifier.use_generator else None
         store = HeadStore(config.models_path, database)
-        return cls(registry.encoder(), store, config.classifier, generator=generator,
-                   learned_thresholds=config.learn.thresholds == "apply")
+        encoder = registry.encoder()
+        if not all(store.seed_ready(name, encoder) for name in HEAD_NAMES):
+            build_seed_heads_in_child(config.models, config.models_path)
+        return cls(encoder, store, config.classifier, generator=generator,
+                   learned_thresholds=config.learn.thresholds == "apply",
+                   train_seed_heads=False)
 
     @property
     def heads(self) -> dict[str, Head]:
@@ -111,7 +123,9 @@ class Classifier:
                 if name in self._heads and self._record_ids.get(name) == record_id:
                     continue
                 head = (
-                    Head.load(record.path) if record else self.store.seed_head(name, self.encoder)
+                    Head.load(record.path)
+                    if record
+                    else self.store.seed_head(name, self.encoder, train=self.train_seed_heads)
                 )
                 if head.encoder_version and head.encoder_version != self.encoder.version:
                     raise ModelError(

@@ -21,15 +21,16 @@ from typing import Any
 import numpy as np
 
 from mailbot.classify.lexical import LexicalVectorizer, sparse_logits
+from mailbot.classify.oos import OutOfScopeModel, knn_similarity
 from mailbot.classify.result import LabelScore
 from mailbot.errors import ModelError
 
 TextsOrGrams = Sequence[str] | Sequence[Counter[str]]
 
-HEAD_FORMAT = 1
+HEAD_FORMAT = 2
+READABLE_FORMATS = (1, 2)  # format 1: no fused out-of-scope model (the mixed score instead)
 HEAD_FILE = "head.json"
 WEIGHTS_FILE = "weights.npz"
-KNN = 5  # neighbours averaged for the similarity part of the out-of-scope score
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,17 +64,12 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return np.exp(log_softmax(z))
 
 
-def knn_similarity(vectors: np.ndarray, reference: np.ndarray, k: int = KNN) -> np.ndarray:
-    """Mean cosine similarity of each (unit) vector to its k nearest reference vectors."""
-    if len(reference) == 0:
-        return np.zeros(len(vectors), np.float32)
-    sims = vectors @ reference.T
-    k = min(k, reference.shape[0])
-    return np.partition(sims, -k, axis=1)[:, -k:].mean(axis=1)
-
-
 def oos_scores(probabilities: np.ndarray, similarity: np.ndarray) -> np.ndarray:
-    """Mix of low top probability and low similarity to training data, in 0..1."""
+    """Mix of low top probability and low similarity to training data, in 0..1.
+
+    The score of heads without a fused out-of-scope model (saved before it existed, or
+    trained on fewer than three labels).
+    """
     score = 0.5 * (1.0 - probabilities.max(axis=1)) + 0.5 * (1.0 - similarity)
     return np.clip(score, 0.0, 1.0)
 
@@ -97,11 +93,16 @@ class Head:
     encoder_version: str = ""
     version: str = ""
     metrics: dict[str, Any] | None = None
+    oos_model: OutOfScopeModel | None = None
     _lexical_t: np.ndarray | None = field(default=None, repr=False)
 
-    def logits(self, texts: TextsOrGrams, vectors: np.ndarray) -> np.ndarray:
+    def logits(
+        self, texts: TextsOrGrams, vectors: np.ndarray, embed_logits: np.ndarray | None = None
+    ) -> np.ndarray:
         """Uncalibrated ensemble log-scores, (n, labels)."""
-        z = self.mix * log_softmax(vectors @ self.embed_weights.T + self.embed_bias)
+        if embed_logits is None:
+            embed_logits = vectors @ self.embed_weights.T + self.embed_bias
+        z = self.mix * log_softmax(embed_logits)
         if (
             self.lexical is not None
             and self.lexical_weights is not None
@@ -122,8 +123,11 @@ class Head:
         Without `out_of_scope` the scores are all zero (priority and sentiment need none).
         """
         vectors = np.asarray(vectors, dtype=np.float32)
-        probs = softmax(self.logits(texts, vectors) / self.temperature)
-        if out_of_scope:
+        embed_logits = vectors @ self.embed_weights.T + self.embed_bias
+        probs = softmax(self.logits(texts, vectors, embed_logits) / self.temperature)
+        if out_of_scope and self.oos_model is not None:
+            oos = self.oos_model.scores(embed_logits, vectors, self.reference)
+        elif out_of_scope:
             oos = oos_scores(probs, knn_similarity(vectors, self.reference))
         else:
             oos = np.zeros(len(probs), np.float32)
@@ -145,6 +149,8 @@ class Head:
             "reference": self.reference.astype(np.float16),
             "oos_calibration": self.oos_calibration.astype(np.float32),
         }
+        if self.oos_model is not None:
+            arrays.update(self.oos_model.arrays())
         meta: dict[str, Any] = {
             "format": HEAD_FORMAT,
             "name": self.name,
@@ -180,7 +186,7 @@ class Head:
             ) from None
         except (OSError, ValueError) as exc:
             raise ModelError(f"classification head {directory} is unreadable: {exc}") from None
-        if meta.get("format") != HEAD_FORMAT:
+        if meta.get("format") not in READABLE_FORMATS:
             raise ModelError(
                 f"classification head {directory} has format {meta.get('format')!r}, this "
                 f"mailbot reads format {HEAD_FORMAT}; train it again with `mailbot train`"
@@ -207,4 +213,5 @@ class Head:
             encoder_version=meta.get("encoder_version", ""),
             version=meta.get("version", ""),
             metrics=meta.get("metrics") or {},
+            oos_model=OutOfScopeModel.from_arrays(arrays),
         )

@@ -37,6 +37,11 @@ log = logging.getLogger(__name__)
 HEAD_KIND = "head"
 HEAD_NAMES = ("intent", "priority", "sentiment")
 SEED_FILES = {"intent": "seed.csv", "priority": "priority.csv", "sentiment": "sentiment.csv"}
+PREPARE_HINT = "build it with `mailbot model prepare` (add --encoder NAME for another encoder)"
+
+
+class SeedHeadsMissing(ModelError):
+    """A packaged seed head has not been built for this encoder (`mailbot model prepare`)."""
 
 
 class TextEncoder(Protocol):
@@ -249,10 +254,10 @@ class HeadStore:
             if done.rowcount == 0:  # type: ignore[attr-defined]
                 raise ModelError(f"no {name} head with version {version!r}")
 
-    def seed_head(
+    def seed_dir(
         self, name: str, encoder: TextEncoder, options: TrainOptions = DEFAULT_OPTIONS
-    ) -> Head:
-        """The head trained on the packaged seed set, trained once per encoder and cached."""
+    ) -> Path:
+        """Where the seed head of `name` for this encoder is cached (it may not exist yet)."""
         examples = seed_examples(name, self.seed_languages)
         digest = hashlib.sha256()
         for part in (
@@ -264,12 +269,42 @@ class HeadStore:
             examples.labels,
         ):
             digest.update(repr(part).encode())
-        directory = self.heads_dir(name) / f"seed-{digest.hexdigest()[:12]}"
+        return self.heads_dir(name) / f"seed-{digest.hexdigest()[:12]}"
+
+    def seed_ready(self, name: str, encoder: TextEncoder) -> bool:
+        """Whether the seed head of `name` for this encoder is built (by `model prepare`)."""
+        return (self.seed_dir(name, encoder) / "head.json").is_file()
+
+    def seed_head(
+        self,
+        name: str,
+        encoder: TextEncoder,
+        options: TrainOptions = DEFAULT_OPTIONS,
+        *,
+        train: bool = True,
+    ) -> Head:
+        """The head trained on the packaged seed set, trained once per encoder and cached.
+
+        With `train` false a missing seed head raises `SeedHeadsMissing` instead of training
+        here (training imports scikit-learn and costs the worker ~100 MB at its peak).
+        """
+        directory = self.seed_dir(name, encoder, options)
         if (directory / "head.json").is_file():
             try:
                 return Head.load(directory)
             except ModelError as exc:
+                if not train:
+                    raise SeedHeadsMissing(
+                        f"the {name} seed head in {directory} is unreadable ({exc}); "
+                        f"{PREPARE_HINT}"
+                    ) from None
                 log.warning("retraining the %s seed head: %s", name, exc)
+        if not train:
+            raise SeedHeadsMissing(
+                f"the {name} seed head for encoder {encoder.name} is not built in "
+                f"{directory.parent}; {PREPARE_HINT}"
+            )
+        examples = seed_examples(name, self.seed_languages)
         log.info("training the %s seed head from %d packaged examples", name, len(examples))
         head = train_from_examples(name, examples, encoder, options=options)
         head.version = directory.name
@@ -279,6 +314,21 @@ class HeadStore:
             # A read-only models directory only costs a retrain at the next start.
             log.warning("cannot cache the %s seed head in %s: %s", name, directory, exc.strerror)
         return head
+
+    def prepare_seed_heads(
+        self, encoder: TextEncoder, *, force: bool = False
+    ) -> list[tuple[str, Path, bool]]:
+        """Build the seed heads this encoder lacks: (name, directory, built now) per head."""
+        done = []
+        for name in HEAD_NAMES:
+            directory = self.seed_dir(name, encoder)
+            built = force or not (directory / "head.json").is_file()
+            if built:
+                if force:
+                    shutil.rmtree(directory, ignore_errors=True)
+                self.seed_head(name, encoder)
+            done.append((name, directory, built))
+        return done
 
     def _relative(self, path: Path) -> str:
         try:

@@ -21,6 +21,14 @@ from mailbot.classify.calibration import (
 )
 from mailbot.classify.head import Head, knn_similarity, log_softmax, oos_scores, softmax
 from mailbot.classify.lexical import LexicalVectorizer, to_csr
+from mailbot.classify.oos import (
+    FEATURES,
+    MIN_LABELS,
+    Geometry,
+    OutOfScopeModel,
+    fit_fusion,
+    leave_groups_out,
+)
 from mailbot.errors import PermanentError
 
 log = logging.getLogger(__name__)
@@ -42,6 +50,7 @@ class TrainOptions:
     lexical_c: float = 20.0  # inverse L2 strength of the lexical head
     lexical: bool = True
     max_iter: int = 1000
+    out_of_scope: bool = True  # fit the fused out-of-scope model (intent heads only)
 
 
 DEFAULT_OPTIONS = TrainOptions()
@@ -166,8 +175,10 @@ def train_head(
     embed_oof = np.zeros((n, len(label_list)), np.float32)
     lexical_oof = np.zeros_like(embed_oof)
     similarity = np.zeros(n, np.float32)
+    distances = np.zeros((n, 2), np.float32)
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=options.seed)
-    for fold, (train_idx, val_idx) in enumerate(splitter.split(np.zeros(n), y), start=1):
+    splits = list(splitter.split(np.zeros(n), y))
+    for fold, (train_idx, val_idx) in enumerate(splits, start=1):
         progress(f"{name}: calibration fold {fold}/{folds} ({len(train_idx)} examples)")
         fold_texts = [texts[i] for i in train_idx]
         fitted = _fit(fold_texts, y[train_idx], vectors[train_idx], len(label_list), extra, options)
@@ -176,12 +187,22 @@ def train_head(
         if lexical_lp is not None:
             lexical_oof[val_idx] = lexical_lp
         similarity[val_idx] = knn_similarity(vectors[val_idx], vectors[train_idx])
+        if name == "intent":
+            geometry = Geometry.fit(vectors[train_idx], y[train_idx], len(label_list))
+            distances[val_idx] = np.stack(geometry.distances(vectors[val_idx]), axis=1)
 
     mix = choose_mix(embed_oof, lexical_oof, y) if options.lexical else 1.0
     combined = mix * embed_oof + (1 - mix) * lexical_oof
     temperature = fit_temperature(combined, y)
     oof_probs = softmax(combined / temperature)
     oof_oos = np.sort(oos_scores(oof_probs, similarity))
+    oos_model = None
+    if name == "intent" and options.out_of_scope and len(label_list) >= MIN_LABELS:
+        oos_model, in_scope = _fit_out_of_scope(
+            vectors, y, len(label_list), splits, embed_oof, distances, similarity, options,
+            progress, name,
+        )
+        oof_oos = np.sort(in_scope)
 
     progress(f"{name}: final fit on {n} examples")
     fitted = _fit(texts, y, vectors, len(label_list), extra, options)
@@ -211,4 +232,52 @@ def train_head(
         reference=vectors,
         oos_calibration=oof_oos.astype(np.float32),
         metrics=metrics,
+        oos_model=oos_model,
     )
+
+
+def _fit_out_of_scope(
+    vectors: np.ndarray,
+    y: np.ndarray,
+    n_labels: int,
+    splits: list[tuple[np.ndarray, np.ndarray]],
+    embed_oof: np.ndarray,
+    distances: np.ndarray,
+    similarity: np.ndarray,
+    options: TrainOptions,
+    progress: Progress,
+    name: str,
+) -> tuple[OutOfScopeModel, np.ndarray]:
+    """The fused out-of-scope model, and its scores of the held-out in-scope examples."""
+
+    def fit_head(x: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        # These heads only show how unknown intents look to the scores; capping the
+        # iterations keeps the extra fits to a fraction of the training time.
+        fitted = _logistic(x, labels, options.embed_c, min(options.max_iter, 300))
+        return _full_coef(fitted, k, x.shape[1])
+
+    embed_temperature = fit_temperature(embed_oof, y)
+    progress(f"{name}: out-of-scope fusion, leaving groups of intents out ({len(splits)} fits)")
+    matrix, targets = leave_groups_out(
+        vectors, y, n_labels, splits, fit_head, embed_temperature, options.seed
+    )
+    offset, scale, weights, bias = fit_fusion(matrix, targets)
+    top = softmax(embed_oof / embed_temperature).max(axis=1)
+    p = np.clip(top, 1e-6, 1 - 1e-6)
+    in_scope_features = np.column_stack(
+        [np.log(p) - np.log1p(-p), distances[:, 0], distances[:, 1], similarity]
+    ).astype(np.float32)
+    model = OutOfScopeModel(
+        geometry=Geometry.fit(vectors, y, n_labels),
+        embed_temperature=embed_temperature,
+        offset=offset,
+        scale=scale,
+        weights=weights,
+        bias=bias,
+    )
+    log.info(
+        "%s out-of-scope fusion weights: %s",
+        name,
+        dict(zip(FEATURES, np.round(weights, 3).tolist(), strict=True)),
+    )
+    return model, model.fused(in_scope_features)

@@ -222,6 +222,14 @@ def _eval_command(name: str) -> click.Command:
         default=None,
         help="Test rows with this label are out of scope (and left out of training).",
     )
+    @click.option(
+        "--holdout-intents",
+        type=click.IntRange(min=1),
+        default=None,
+        metavar="N",
+        help="Hold N intents of the training file out as out of scope, a different random "
+        "choice per seed (--seeds); prints the means and their spread.",
+    )
     @click.option("--text-col", default="text", show_default=True, help="Column with the text.")
     @click.option("--label-col", default="label", show_default=True, help="Column with the label.")
     def command(
@@ -230,6 +238,7 @@ def _eval_command(name: str) -> click.Command:
         shots: int | None,
         seeds: int | None,
         oos_label: str | None,
+        holdout_intents: int | None,
         text_col: str,
         label_col: str,
     ) -> int:
@@ -245,8 +254,9 @@ def _eval_command(name: str) -> click.Command:
             train_set,
             test_set,
             shots=shots,
-            seeds=seeds or (3 if shots else 1),
+            seeds=seeds or (3 if shots or holdout_intents else 1),
             oos_label=oos_label,
+            holdout_intents=holdout_intents,
             false_rejection=config.classifier.oos_false_rejection,
             options=_options(config),
             progress=_progress(),
@@ -257,16 +267,38 @@ def _eval_command(name: str) -> click.Command:
             figures = f"{r.precision:9.4f}  {r.recall:6.4f}  {r.f1:6.4f}  {r.support:7d}"
             click.echo(f"{r.label:<{width}}  {figures}")
         click.echo(f"train_examples={report.train_size} test_examples={report.test_size}")
-        click.echo("seed_accuracies=" + ",".join(f"{a:.4f}" for a in report.accuracies))
+        for seed, held in enumerate(report.held_out, start=1):
+            click.echo(f"seed {seed} held out: {', '.join(held)}")
+        click.echo("seed_accuracies=" + _figures(report.accuracies))
         click.echo(f"ece={report.ece:.4f}")
         if report.in_scope_accuracy is not None:
+            click.echo("seed_in_scope_accuracies=" + _figures(report.in_scope_accuracies))
+            click.echo("seed_oos_recalls=" + _figures(report.oos_recalls))
+            if report.aurocs:
+                click.echo("seed_oos_aurocs=" + _figures(report.aurocs))
             click.echo(f"oos_threshold={report.oos_threshold:.4f}")
             click.echo(f"in_scope_accuracy={report.in_scope_accuracy:.4f}")
             click.echo(f"oos_recall={report.oos_recall:.4f}")
+            click.echo(f"oos_recall_spread={_spread(report.oos_recalls):.4f}")
+            if report.oos_auroc is not None and report.fpr95 is not None:
+                click.echo(f"oos_auroc={report.oos_auroc:.4f}")
+                click.echo(f"fpr95={report.fpr95:.4f}")
+        click.echo(f"accuracy_spread={_spread(report.accuracies):.4f}")
         click.echo(f"accuracy={report.accuracy:.4f}")
         return int(ExitCode.OK)
 
     return command
+
+
+def _figures(values: Any) -> str:
+    return ",".join(f"{v:.4f}" for v in values)
+
+
+def _spread(values: Any) -> float:
+    """The standard deviation over seeds (0 for one seed)."""
+    import numpy as np
+
+    return float(np.std(values)) if len(values) > 1 else 0.0
 
 
 for _name in HEADS:

