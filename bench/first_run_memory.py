@@ -16,12 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from mailbot.engine.runtime import cpu_summary as cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
 ENCODER = "all-MiniLM-L6-v2"
@@ -37,16 +38,6 @@ status = dict(line.split(":", 1) for line in open("/proc/self/status") if line.s
 print(json.dumps({"code": code, "vm_hwm_kb": int(status["VmHWM"].split()[0]),
                   "sklearn": "sklearn" in sys.modules}))
 """
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def fresh_config(root: Path, encoder_dir: Path) -> Path:

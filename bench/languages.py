@@ -28,12 +28,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+from mailbot.engine.runtime import cpu_summary as cpu_name  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,17 +51,6 @@ def load_messages(language: str) -> list[dict[str, str]]:
     """The labelled test messages of one language."""
     path = DATA / f"{language}.jsonl"
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
-
-
-def cpu_name() -> str:
-    """The CPU model, as /proc/cpuinfo names it."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def evaluate(classifier: object, threshold: float) -> dict[str, dict[str, float]]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -26,21 +25,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mailbot.engine.runtime import cpu_summary as cpu_name  # noqa: E402
 from tests.support.cluster import Cluster, corpus, drop_postgres, scratch_postgres  # noqa: E402
 from tests.support.dovecot import DovecotServer, dovecot_available  # noqa: E402
 from tests.support.fake_openai import FakeOpenAI, Reply, default_answer  # noqa: E402
 
 ADMIN_URL = os.environ.get("MAILBOT_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def models_dir() -> Path:
