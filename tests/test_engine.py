@@ -550,7 +550,10 @@ def fresh_cpu_isa(monkeypatch: pytest.MonkeyPatch) -> None:
     from mailbot.engine import runtime
 
     monkeypatch.setattr(runtime, "_CPU_ISA_SET", False)
-    monkeypatch.delenv("CT2_FORCE_CPU_ISA", raising=False)
+    # setenv first, so that undoing restores the variable's absence: the code under test sets
+    # it in os.environ, and a leftover would reach every later child process.
+    monkeypatch.setenv("CT2_FORCE_CPU_ISA", "")
+    monkeypatch.delenv("CT2_FORCE_CPU_ISA")
 
 
 def _cpuinfo(tmp_path: Path, flags: str) -> Path:
