@@ -182,7 +182,8 @@ def test_a_message_that_keeps_failing_is_quarantined_and_never_blocks_the_rest(
     with database.session() as session:
         [status] = mailbox_statuses(session)
         outcomes = [e.outcome for e in session.scalars(
-            select(Event).where(Event.stage == "pipeline", Event.message_pk == poison.id))]
+            select(Event).where(Event.stage == "pipeline", Event.message_pk == poison.id)
+            .order_by(Event.id))]
     assert status.counts == {"parsed": 6, "quarantined": 1}
     assert status.quarantined[0]["id"] == poison.id
     assert outcomes == ["retry", "retry", "quarantined"]
@@ -503,7 +504,8 @@ def test_several_workers_never_spend_past_the_budget_together(
 
 def events_of(database: Database, stage: str) -> list[Event]:
     with database.session() as session:
-        return list(session.scalars(select(Event).where(Event.stage == stage)))
+        return list(session.scalars(
+            select(Event).where(Event.stage == stage).order_by(Event.id)))
 
 
 # --- configuration --------------------------------------------------------------------------
