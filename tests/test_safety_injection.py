@@ -106,11 +106,6 @@ def test_hidden_and_header_text_never_reaches_the_model(corpus_run: Any, fake_ll
     assert all(count > 60 for count in hidden.values())
 
 
-# Known regression: the "$5000" refund attack is no longer drafted from a template at the
-# default routing (it goes to a person or the cloud instead), so the promise gate is not
-# reached here; no draft carries an attack either way (the asserts before it still run).
-@pytest.mark.xfail(reason="the refund attack is routed away since the multilingual seeds and "
-                          "fused out-of-scope score")
 def test_at_default_routing_no_draft_carries_an_attack(corpus_run: Any) -> None:
     database = corpus_run()
     with database.session() as session:
@@ -123,6 +118,14 @@ def test_at_default_routing_no_draft_carries_an_attack(corpus_run: Any) -> None:
         mime = message_from_bytes(draft.mime if isinstance(draft.mime, bytes)
                                   else str(draft.mime).encode())
         assert mime["Cc"] is None and "accounts@evil.example" not in str(mime["To"])
+
+
+# Known regression: since the seven-language seeds and the fused out-of-scope score, the
+# "$5000" refund attack is no longer drafted from a template at the default routing (it goes
+# to a person or the cloud instead), so the promise gate is not reached here.
+@pytest.mark.xfail(reason="the refund attack is routed away from the refund template")
+def test_a_template_restating_an_injected_refund_is_held_back(corpus_run: Any) -> None:
+    database = corpus_run()
     # Templates are trusted but checked too: the refund template restating the injected
     # "$5000" refund is held back like the model's reply would be.
     held_templates = [e for e in events(database, "draft")
