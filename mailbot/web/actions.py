@@ -205,6 +205,16 @@ def install_actions(app: Flask, config: Config, database: Database) -> None:
                              details={"holder": held.agent})
         return back(pk)
 
+    def drain_and_tell(sent_message: str | None = None) -> None:
+        """Perform the sends waiting in the outbox now and tell the agent how it went."""
+        from mailbot.outbox.send import drain_sends
+
+        report = drain_sends(config, database, app.extensions["mailbot"]["owner"])
+        if report.errors:
+            flash("; ".join(report.errors), "error")
+        elif sent_message and (report.sent or report.confirmed):
+            flash(sent_message, "ok")
+
     @app.post("/messages/<int:pk>/label")
     @auth.require(Role.AGENT)
     def label(pk: int) -> Any:
@@ -221,7 +231,7 @@ def install_actions(app: Flask, config: Config, database: Database) -> None:
     @app.post("/messages/<int:pk>/send")
     @auth.require(Role.AGENT)
     def send(pk: int) -> Any:
-        from mailbot.outbox.send import SendRefused, drain_sends, enqueue_send
+        from mailbot.outbox.send import SendRefused, enqueue_send
 
         body = request.form.get("body", "")
         if not body.strip():
@@ -240,21 +250,13 @@ def install_actions(app: Flask, config: Config, database: Database) -> None:
         except (Refused, SendRefused) as exc:
             flash(str(exc), "error")
             return back(pk)
-        report = drain_sends(config, database, app.extensions["mailbot"]["owner"])
-        if report.errors:
-            flash("; ".join(report.errors), "error")
-        elif report.sent or report.confirmed:
-            flash("Reply sent.", "ok")
+        drain_and_tell(sent_message="Reply sent.")
         return back(pk)
 
     @app.post("/messages/<int:pk>/retry-send")
     @auth.require(Role.AGENT)
     def retry_send(pk: int) -> Any:
-        from mailbot.outbox.send import drain_sends
-
-        report = drain_sends(config, database, app.extensions["mailbot"]["owner"])
-        if report.errors:
-            flash("; ".join(report.errors), "error")
+        drain_and_tell()
         return back(pk)
 
     @app.post("/messages/<int:pk>/resolve")
