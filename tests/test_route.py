@@ -193,14 +193,8 @@ CLI_CASES = [
     # The seed heads are fairly sure (about 0.75) the bulk-order quote is a product question.
     ((SAMPLES / "13_thread_reply.eml").read_bytes(), {"min_intent_confidence": 0.85},
      "low_confidence"),
-    pytest.param(
-        email("Can you write me a poem about the ocean? And what is the capital of Mongolia?",
-              subject="Quick question"), {}, "out_of_scope",
-        # Known regression: with the fused out-of-scope model fitted on the seven-language
-        # seeds, this mail is caught as low confidence (still not drafted) but not as out of
-        # scope.
-        marks=pytest.mark.xfail(reason="fused OOS on the multilingual seeds misses it"),
-        id="out_of_scope"),
+    (email("Can you write me a poem about the ocean? And what is the capital of Mongolia?",
+           subject="Quick question"), {}, "out_of_scope"),
     (email("I sent the hiking boots back last week, please refund me.",
            subject="Refund please"), {"missing_fields": "llm"}, "missing_fields"),
     (email("Order A10234 never arrived. My lawyer will sue you if it is not here Friday."),

@@ -120,10 +120,11 @@ def test_at_default_routing_no_draft_carries_an_attack(corpus_run: Any) -> None:
         assert mime["Cc"] is None and "accounts@evil.example" not in str(mime["To"])
 
 
-# Known regression: since the seven-language seeds and the fused out-of-scope score, the
+# Known regression: since the seven-language seeds, the
 # "$5000" refund attack is no longer drafted from a template at the default routing (it goes
 # to a person or the cloud instead), so the promise gate is not reached here.
-@pytest.mark.xfail(reason="the refund attack is routed away from the refund template")
+@pytest.mark.xfail(reason="the injected paragraph pulls the seed heads to order_status "
+                          "(0.56, refund 0.19), so the refund template is not chosen")
 def test_a_template_restating_an_injected_refund_is_held_back(corpus_run: Any) -> None:
     database = corpus_run()
     # Templates are trusted but checked too: the refund template restating the injected

@@ -27,8 +27,10 @@ from mailbot.errors import ModelError
 
 TextsOrGrams = Sequence[str] | Sequence[Counter[str]]
 
-HEAD_FORMAT = 2
-READABLE_FORMATS = (1, 2)  # format 1: no fused out-of-scope model (the mixed score instead)
+HEAD_FORMAT = 3
+# Format 1: no fused out-of-scope model (the mixed score instead); format 2: the fusion's
+# top probability is the embedding half's, format 3: the head's final probability.
+READABLE_FORMATS = (1, 2, 3)
 HEAD_FILE = "head.json"
 WEIGHTS_FILE = "weights.npz"
 
@@ -126,7 +128,7 @@ class Head:
         embed_logits = vectors @ self.embed_weights.T + self.embed_bias
         probs = softmax(self.logits(texts, vectors, embed_logits) / self.temperature)
         if out_of_scope and self.oos_model is not None:
-            oos = self.oos_model.scores(embed_logits, vectors, self.reference)
+            oos = self.oos_model.scores(embed_logits, probs, vectors, self.reference)
         elif out_of_scope:
             oos = oos_scores(probs, knn_similarity(vectors, self.reference))
         else:

@@ -110,12 +110,22 @@ class OutOfScopeModel:
     scale: np.ndarray
     weights: np.ndarray
     bias: float
+    # Whether the top-probability score is the head's final calibrated probability (the
+    # embedding and lexical halves mixed) or, in heads saved before, the embedding half's.
+    top_from_head: bool = True
 
     def scores(
-        self, embed_logits: np.ndarray, vectors: np.ndarray, reference: np.ndarray
+        self,
+        embed_logits: np.ndarray,
+        probabilities: np.ndarray,
+        vectors: np.ndarray,
+        reference: np.ndarray,
     ) -> np.ndarray:
         """Out-of-scope scores in 0..1 (higher: more likely none of the intents)."""
-        top = _top_probability(embed_logits, self.embed_temperature)
+        if self.top_from_head:
+            top = probabilities.max(axis=1)
+        else:
+            top = _top_probability(embed_logits, self.embed_temperature)
         return self.fused(features(top, self.geometry, vectors, reference))
 
     def fused(self, matrix: np.ndarray) -> np.ndarray:
@@ -134,6 +144,7 @@ class OutOfScopeModel:
             "oos_fusion": np.concatenate(
                 [[self.embed_temperature, self.bias], self.offset, self.scale, self.weights]
             ).astype(np.float64),
+            "oos_top_from_head": np.array([self.top_from_head]),
         }
 
     @classmethod
@@ -155,6 +166,7 @@ class OutOfScopeModel:
             offset=packed[2 : 2 + n],
             scale=packed[2 + n : 2 + 2 * n],
             weights=packed[2 + 2 * n : 2 + 3 * n],
+            top_from_head=bool(arrays.get("oos_top_from_head", np.array([False]))[0]),
         )
 
 

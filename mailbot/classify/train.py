@@ -199,8 +199,8 @@ def train_head(
     oos_model = None
     if name == "intent" and options.out_of_scope and len(label_list) >= MIN_LABELS:
         oos_model, in_scope = _fit_out_of_scope(
-            vectors, y, len(label_list), splits, embed_oof, distances, similarity, options,
-            progress, name,
+            vectors, y, len(label_list), splits, embed_oof, oof_probs, distances, similarity,
+            options, progress, name,
         )
         oof_oos = np.sort(in_scope)
 
@@ -242,13 +242,21 @@ def _fit_out_of_scope(
     n_labels: int,
     splits: list[tuple[np.ndarray, np.ndarray]],
     embed_oof: np.ndarray,
+    head_oof: np.ndarray,
     distances: np.ndarray,
     similarity: np.ndarray,
     options: TrainOptions,
     progress: Progress,
     name: str,
 ) -> tuple[OutOfScopeModel, np.ndarray]:
-    """The fused out-of-scope model, and its scores of the held-out in-scope examples."""
+    """The fused out-of-scope model, and its scores of the held-out in-scope examples.
+
+    The fusion's weights are learnt on embedding-only heads (fitting the lexical half for
+    every left-out group would multiply the training time), but it is applied to the
+    head's final probability, embedding and lexical halves mixed: on small seed sets the
+    lexical half knows best that a poem request has none of the support vocabulary. The
+    threshold is calibrated on the same final probabilities, held out, so the two agree.
+    """
 
     def fit_head(x: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         # These heads only show how unknown intents look to the scores; capping the
@@ -262,8 +270,7 @@ def _fit_out_of_scope(
         vectors, y, n_labels, splits, fit_head, embed_temperature, options.seed
     )
     offset, scale, weights, bias = fit_fusion(matrix, targets)
-    top = softmax(embed_oof / embed_temperature).max(axis=1)
-    p = np.clip(top, 1e-6, 1 - 1e-6)
+    p = np.clip(head_oof.max(axis=1), 1e-6, 1 - 1e-6)
     in_scope_features = np.column_stack(
         [np.log(p) - np.log1p(-p), distances[:, 0], distances[:, 1], similarity]
     ).astype(np.float32)
