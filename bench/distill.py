@@ -215,6 +215,9 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0,
                         help="Use only this many messages of the stream (a quick run).")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quality-sample", type=float, default=0.0,
+                        help="route.quality_sample: share of the kept mail sent to the "
+                             "teacher all the same (default 0).")
     parser.add_argument("--models", type=Path,
                         default=Path(os.environ.get("MAILBOT_TEST_MODELS", "var/models")),
                         help="Models directory holding (or to hold) the prepared encoder.")
@@ -264,6 +267,7 @@ def run(args: argparse.Namespace, work: Path, seed_rows: list[tuple[str, str]],
         f'data_dir = "{work}"', "[models]", f'dir = "{args.models.resolve()}"',
         "[classifier]", "refresh_seconds = 0", "cv_folds = 3",
         "[drafts]", 'support_address = "support@bank.example"',
+        "[route]", f"quality_sample = {args.quality_sample}",
         "[llm]", f'base_url = "{server.base_url}"', 'model = "fake-teacher"',
         "[learn]", "packaged_seed = false", f'data = {{intent = ["{seed_csv}"]}}',
         "min_new_labels = 1", "",

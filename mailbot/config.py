@@ -522,6 +522,12 @@ class RouteSettings(_Section):
     max_words: Annotated[int, Field(ge=1)] = 400
     # The customer's n-th message in one thread (earlier ones unresolved) escalates.
     thread_messages: Annotated[int, Field(ge=2)] = 3
+    # Share (0..1) of the mail the small model would answer alone that goes to the cloud LLM
+    # all the same, chosen by a hash of its Message-ID (the same mail is always chosen or
+    # not). The cloud's answer is the draft and a teacher label of ordinary mail: without
+    # this sample the learning loop sees only the hard cases and the small model stays
+    # under-confident on the rest. Costs this share of the kept mail at the cloud's price.
+    quality_sample: Annotated[float, Field(ge=0, le=1)] = 0.0
     # Accounts ("support") or mailboxes ("support/INBOX") whose mail never goes to the cloud.
     no_cloud: list[Annotated[str, Field(min_length=1)]] = []
     # Senders never answered (shell-style patterns on the address), besides our own addresses.

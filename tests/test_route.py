@@ -252,3 +252,41 @@ def config_for(tmp_path: Path, encoder_dir: Path, **sections: Any) -> Config:
     for name, values in sections.items():
         base[name] = {**base.get(name, {}), **values}
     return config_from_dict(base)
+
+
+PLAIN = [support_email(i, body="Where is my order A10234?") for i in range(400)]
+
+
+def _sampled(share: float, *, llm: bool = True) -> list[RouteDecision]:
+    cfg = config_from_dict({"drafts": {"support_address": "support@northwind.example"},
+                            "route": {"quality_sample": share}})
+    stage = RouteStage(cfg, llm_available=llm)
+    decisions = []
+    for i, raw in enumerate(PLAIN):
+        message = parse_message(raw)
+        case = Case(message_pk=i, raw=b"", account="local", message=message,
+                    classification=classification())
+        decision = stage.run(case).case.decision
+        assert decision is not None
+        decisions.append(decision)
+    return decisions
+
+
+def test_a_quality_sample_of_plain_mail_goes_to_the_cloud_and_the_same_mail_each_time() -> None:
+    assert all(d.route == SLM for d in _sampled(0.0))
+    first, again = _sampled(0.1), _sampled(0.1)
+    sampled = [i for i, d in enumerate(first) if d.route == LLM]
+    assert [i for i, d in enumerate(again) if d.route == LLM] == sampled
+    assert 20 <= len(sampled) <= 60  # about 10% of 400
+    assert {tuple(first[i].codes) for i in sampled} == {("quality_sample",)}
+    assert all(first[i].reasons[0].text for i in sampled)
+    # A larger share keeps the mail a smaller one chose (the hash is compared with it).
+    assert set(sampled) <= {i for i, d in enumerate(_sampled(0.3)) if d.route == LLM}
+
+
+def test_the_quality_sample_never_sends_mail_to_a_person() -> None:
+    # Without a cloud LLM the sample is dropped: plain mail stays with the small model.
+    assert all(d.route == SLM and d.reasons == () for d in _sampled(0.5, llm=False))
+    # Mail that escalates for a real reason is not also marked as sampled.
+    assert "quality_sample" not in route(confidence=0.3, config={
+        "route": {"quality_sample": 1.0}}).codes

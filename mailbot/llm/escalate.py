@@ -113,7 +113,8 @@ def plan_request(case: Case, config: Config, labels: Sequence[str]) -> tuple[str
         "decision": decision.to_json(),
     }
     mode = config.route.llm_classify
-    unsure = bool({"low_confidence", "out_of_scope"} & set(decision.codes))
+    # A quality sample is sent for its label: the small model was sure, the point is to check.
+    unsure = bool({"low_confidence", "out_of_scope", "quality_sample"} & set(decision.codes))
     wants_classification = mode == "always" or (mode == "unsure" and unsure)
     return (CLASSIFY if wants_classification else REPLY), payload
 

@@ -28,6 +28,7 @@ ESCALATION_CODES = (
     "vip_sender",
     "long_email",
     "repeated_contact",
+    "quality_sample",
 )
 # Why it goes to a person instead of the cloud LLM.
 HUMAN_CODES = (

@@ -9,6 +9,7 @@ workers never overspend it. What then happens to the message is `mailbot.route.o
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -21,6 +22,7 @@ from mailbot.route.rules import RouteInput, apply_rules
 
 if TYPE_CHECKING:
     from mailbot.config import Config
+    from mailbot.parse.message import InboundMessage
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,16 @@ def no_cloud(config: Config, account: str | None, mailbox: str | None) -> str | 
         if name == account and (not folder or mailbox is None or folder == mailbox):
             return entry
     return None
+
+
+def in_quality_sample(message_pk: int, message: InboundMessage, share: float) -> bool:
+    """Whether this message is in the `route.quality_sample` share: a stable hash of its
+    Message-ID (of its ledger id without one) below the share."""
+    if share <= 0:
+        return False
+    key = message.message_id or f"pk:{message_pk}"
+    value = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2.0**64
+    return value < share
 
 
 class RouteStage:
@@ -76,8 +88,16 @@ class RouteStage:
                 own_addresses=self.own_addresses,
             )
             reasons = apply_rules(data, self.settings)
+            if not reasons and in_quality_sample(case.message_pk, message,
+                                                 self.settings.quality_sample):
+                reasons = [RouteReason(
+                    "quality_sample", "a sample of the mail the small model answers alone, "
+                    "for the cloud LLM to answer and teach it (route.quality_sample)", LLM,
+                    {"share": self.settings.quality_sample})]
             wants_cloud = any(r.action == LLM for r in reasons)
             block = self._cloud_block(case.account, case.mailbox) if wants_cloud else None
+            if block is not None and [r.code for r in reasons] == ["quality_sample"]:
+                reasons, block = [], None  # a sample is never worth a person's time
             steps.append(self._step(case, decide(reasons, cloud_block=block)))
         return steps
 
