@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from mailbot.audit.metrics import observe_event
+from mailbot.audit.stats import add_event, event_values
 from mailbot.db.base import utcnow
 from mailbot.db.models import Event
 
@@ -29,7 +30,8 @@ def record_event(
     actor: str = "worker",
 ) -> Event:
     """Append one audit event (e-mail addresses in its details are masked: the audit log
-    never holds personal data, so erasure and append-only coexist)."""
+    never holds personal data, so erasure and append-only coexist), and add it to its
+    message's summary row (`message_stats`) in the same transaction."""
     event = Event(
         message_pk=message_pk,
         mailbox_id=mailbox_id,
@@ -46,6 +48,10 @@ def record_event(
         created_at=utcnow(),
     )
     session.add(event)
+    if message_pk is not None:
+        add_event(session, message_pk, event_values(
+            stage, outcome, event.details, model=model, model_version=model_version,
+            tokens_in=tokens_in, tokens_out=tokens_out, cost=cost))
     observe_event(stage, outcome, latency_ms, event.details)
     return event
 

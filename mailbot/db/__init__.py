@@ -16,7 +16,7 @@ from mailbot.db.models import (
 )
 from mailbot.db.outbox import OutboxEntry, OutboxKind, OutboxState
 from mailbot.db.outcomes import DraftOutcome, HumanLabel
-from mailbot.db.reporting import CostPrices
+from mailbot.db.reporting import CostPrices, MessageStats
 from mailbot.db.session import Database
 from mailbot.db.web import ReviewClaim, ReviewIndex, WebUser
 
@@ -35,6 +35,7 @@ __all__ = [
     "Mailbox",
     "Message",
     "MessageFacts",
+    "MessageStats",
     "MessageStatus",
     "OutboxEntry",
     "OutboxKind",

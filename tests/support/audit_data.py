@@ -1,6 +1,7 @@
 """A synthetic audit log with a realistic shape, for the managers' views and their benchmark.
 
-Each message gets the rows and events the pipeline writes (mailbot/pipeline/record.py):
+Each message gets the rows and events the pipeline writes (mailbot/pipeline/record.py) and
+the summary row `record_event` keeps (rebuilt from the events at the end):
 fetch, parse (with `text_chars`), classify (the real details' shape), extract, retrieve,
 route (codes and reasons), the cloud calls of escalated mail with their `llm_requests`,
 draft, settle (with the hand-off code), the outbox's deliver and server_action; then what
@@ -22,6 +23,7 @@ from typing import Any
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.orm import Session
 
+from mailbot.audit.stats import rebuild_message_stats
 from mailbot.db.drafts import DraftRecord
 from mailbot.db.llm_records import LLMRequest
 from mailbot.db.models import Account, Event, Mailbox, Message
@@ -145,6 +147,8 @@ def synthesize(session: Session, messages: int, *, seed: int = 7, days: int = 90
             flush()
     flush()
     session.flush()
+    # The events were written directly, not through record_event: sum them up as it would.
+    rebuild_message_stats(session)
     if session.get_bind().dialect.name == "postgresql":  # ids were given: move the sequences on
         for table in rows:
             session.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
