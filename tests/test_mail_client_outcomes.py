@@ -233,6 +233,13 @@ def test_a_draft_deleted_and_never_sent_is_discarded_after_the_grace(
     delete_draft(imap_user, uid)
 
     start = utcnow()
+    # Without the Sent folder a sent draft cannot be told from a deleted one: none is judged.
+    settings = load_config(config)
+    elsewhere = settings.model_copy(update={
+        "accounts": [settings.accounts[0].model_copy(update={"sent_folder": "Sent Items"})],
+        "outcomes": settings.outcomes.model_copy(update={"discard_after_hours": 0.0})})
+    [blind] = scan_all(elsewhere, database, now=start + timedelta(days=30))
+    assert blind.discarded == 0 and "'Sent Items'" in blind.notes[0]
     assert scan(config, database, now=start).discarded == 0
     assert scan(config, database, now=start + timedelta(hours=23)).discarded == 0
     assert outcomes(database) == []

@@ -2,8 +2,9 @@
 
 - `folder_scans`: per account, folder and UIDVALIDITY, the highest UID already read, so that
   each scan of the Sent folder reads only what is new. A new UIDVALIDITY starts a new row.
-- `draft_watch`: per delivered draft, since when it is missing from the Drafts folder; a
-  draft missing longer than `outcomes.discard_after_hours`, with no reply sent, is discarded.
+- `drafts_missing`: the delivered drafts not found in the Drafts folder at the last scan, and
+  since when; one missing longer than `outcomes.discard_after_hours`, never sent, is
+  discarded. A draft seen again (the agent's client moved it back) loses its row.
 """
 
 from __future__ import annotations
@@ -28,11 +29,9 @@ class FolderScan(Base):
     scanned_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class DraftWatch(Base):
-    __tablename__ = "draft_watch"
+class DraftMissing(Base):
+    __tablename__ = "drafts_missing"
 
     draft_id: Mapped[int] = mapped_column(ForeignKey("drafts.id", ondelete="CASCADE"),
                                           primary_key=True)
-    # None while the draft is in the Drafts folder (or was never looked for).
-    missing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    checked_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    missing_since: Mapped[datetime] = mapped_column(UTCDateTime)

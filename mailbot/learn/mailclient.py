@@ -41,7 +41,7 @@ from mailbot.audit.events import record_event
 from mailbot.compose.mime import TOKEN_HEADER
 from mailbot.db.base import utcnow
 from mailbot.db.drafts import DraftRecord
-from mailbot.db.mailclient import DraftWatch, FolderScan
+from mailbot.db.mailclient import DraftMissing, FolderScan
 from mailbot.db.models import Account, Mailbox, Message, MessageStatus
 from mailbot.db.outbox import OutboxEntry, OutboxState
 from mailbot.db.outcomes import (
@@ -216,8 +216,9 @@ def scan_account(config: Config, database: Database, account: AccountSettings, *
         with session_for(account, account.resolve_password()) as client:
             scan = _AccountScan(config, database, account, account_id, client, report,
                                 now or utcnow())
-            scan.sent()
-            scan.drafts()
+            # Without the Sent folder a sent draft would look discarded: Drafts waits.
+            if scan.sent():
+                scan.drafts()
     except (MailbotError, IMAPClientError, OSError) as exc:
         report.error = f"account {account.name}: {exc}"
         log.warning("outcomes from the mail client of %s: %s", account.name, exc)
@@ -240,12 +241,13 @@ class _AccountScan:
 
     # --- Sent ----------------------------------------------------------------------------
 
-    def sent(self) -> None:
+    def sent(self) -> bool:
+        """Read what is new in Sent; False when there is no Sent folder to read."""
         folder = sent_folder_of(self.client, self.account)
         self.report.sent_folder = folder
         if not self.client.folder_exists(folder):
             self.report.notes.append(f"there is no folder {folder!r}: set accounts.sent_folder")
-            return
+            return False
         uidvalidity = int(self.client.select_folder(folder, readonly=True)[b"UIDVALIDITY"])
         with self.database.session() as session:
             oldest = session.scalar(
@@ -253,7 +255,7 @@ class _AccountScan:
                 .where(Mailbox.account_id == self.account_id))
             last_uid = self._scan_row(session, folder, uidvalidity).last_uid
         if oldest is None:
-            return
+            return True
         # Replies are filed after the mail they answer arrived: older mail in Sent (years of
         # it, at the first scan) answers nothing in the ledger and is not read at all.
         since = (oldest - timedelta(days=1)).date()
@@ -271,6 +273,7 @@ class _AccountScan:
                 row = self._scan_row(session, folder, uidvalidity)
                 row.last_uid = max(row.last_uid, chunk[-1])
                 row.scanned_at = utcnow()
+        return True
 
     def _scan_row(self, session: Session, folder: str, uidvalidity: int) -> FolderScan:
         row = session.scalar(select(FolderScan).where(
@@ -327,9 +330,10 @@ class _AccountScan:
         with self.database.session() as session:
             rows = session.execute(
                 select(DraftRecord.id, DraftRecord.token, DraftRecord.drafts_folder,
-                       Message.message_id)
+                       Message.message_id, DraftMissing.missing_since)
                 .join(Message, Message.id == DraftRecord.message_pk)
                 .join(Mailbox, Mailbox.id == Message.mailbox_id)
+                .outerjoin(DraftMissing, DraftMissing.draft_id == DraftRecord.id)
                 .where(Mailbox.account_id == self.account_id,
                        DraftRecord.delivered_at.is_not(None),
                        Message.status == MessageStatus.DRAFTED,
@@ -346,25 +350,23 @@ class _AccountScan:
                 continue
             present[folder] = self._drafts_in(folder)
         grace = timedelta(hours=self.config.outcomes.discard_after_hours)
-        for draft_id, token, folder, message_id in rows:
+        for draft_id, token, folder, message_id, missing_since in rows:
             found = present.get(folder or default)
             if found is None:
                 continue
             tokens, answering = found
             here = token in tokens or (message_id is not None and message_id in answering)
+            if here and missing_since is None:
+                continue  # the usual case: nothing to write
             with self.database.session() as session:
-                watch = session.get(DraftWatch, draft_id)
-                if watch is None:
-                    watch = DraftWatch(draft_id=draft_id)
-                    session.add(watch)
-                watch.checked_at = self.now
-                if here:
-                    watch.missing_since = None
-                    continue
-                if watch.missing_since is None:
-                    watch.missing_since = self.now
-                if self.now - watch.missing_since >= grace and record_discard(
-                        session, draft_id, missing_since=watch.missing_since):
+                if here:  # back again (saved anew, or moved back)
+                    session.execute(delete(DraftMissing)
+                                    .where(DraftMissing.draft_id == draft_id))
+                elif missing_since is None:
+                    session.add(DraftMissing(draft_id=draft_id, missing_since=self.now))
+                    missing_since = self.now
+                if not here and self.now - missing_since >= grace and record_discard(
+                        session, draft_id, missing_since=missing_since):
                     self.report.discarded += 1
 
     def _drafts_in(self, folder: str) -> tuple[set[str], set[str]]:

@@ -34,16 +34,15 @@ def upgrade() -> None:
                             name=op.f("uq_folder_scans_account_id_folder_uidvalidity")),
     )
     op.create_table(
-        "draft_watch",
+        "drafts_missing",
         sa.Column("draft_id", sa.Integer(), nullable=False),
-        sa.Column("missing_since", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("checked_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("missing_since", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["draft_id"], ["drafts.id"], ondelete="CASCADE",
-                                name=op.f("fk_draft_watch_draft_id_drafts")),
-        sa.PrimaryKeyConstraint("draft_id", name=op.f("pk_draft_watch")),
+                                name=op.f("fk_drafts_missing_draft_id_drafts")),
+        sa.PrimaryKeyConstraint("draft_id", name=op.f("pk_drafts_missing")),
     )
 
 
 def downgrade() -> None:
-    op.drop_table("draft_watch")
+    op.drop_table("drafts_missing")
     op.drop_table("folder_scans")
