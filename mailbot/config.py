@@ -166,6 +166,9 @@ class AccountSettings(_Section):
     attention_folder: str = "Needs attention"
     # Empty: the folder the server marks \Drafts (RFC 6154 SPECIAL-USE), else "Drafts".
     drafts_folder: str = ""
+    # Where the agents' mail client files what they send, read for outcomes ([outcomes]).
+    # Empty: [accounts.smtp] sent_folder, else the folder the server marks \Sent, else "Sent".
+    sent_folder: str = ""
     support_address: str | None = None
     # Where replies approved in the review desk are sent; none = the desk cannot send.
     smtp: SmtpSettings | None = None
@@ -670,6 +673,17 @@ class LearnSettings(_Section):
         return self
 
 
+class OutcomeSettings(_Section):
+    """What became of the drafts, read from each account's Sent and Drafts folders for teams
+    that answer from their mail client (`mailbot outcomes scan`)."""
+
+    # Let the worker read the Sent and Drafts folders every scan_interval seconds.
+    watch_mail_client: bool = True
+    scan_interval: Annotated[float, Field(ge=10, le=86400)] = 300.0
+    # A draft gone from the Drafts folder this long, with no reply in Sent, was discarded.
+    discard_after_hours: Annotated[float, Field(ge=0, le=24 * 90)] = 24.0
+
+
 class Config(_Section):
     """The whole validated configuration."""
 
@@ -690,6 +704,7 @@ class Config(_Section):
     retention: RetentionSettings = RetentionSettings()
     web: WebSettings = WebSettings()
     learn: LearnSettings = LearnSettings()
+    outcomes: OutcomeSettings = OutcomeSettings()
     accounts: list[AccountSettings] = []
     # Where the file was read from; relative paths in it are taken from its folder.
     source: str | None = None

@@ -132,7 +132,26 @@ class Worker:
                 break
             reports.append(self.poll(sync))
         self.drain_sends()
+        self.scan_outcomes()
         return reports
+
+    def scan_outcomes(self) -> None:
+        """Record what agents did with the drafts in their mail client (a scheduled job):
+        replies found in Sent, drafts discarded from Drafts."""
+        if not self.config.outcomes.watch_mail_client or not self.config.accounts:
+            return
+        from mailbot.learn.mailclient import scan_all
+
+        try:
+            reports = scan_all(self.config, self.db)
+        except MailbotError as exc:
+            log.warning("outcomes from the mail client could not be read: %s", exc)
+            return
+        for r in reports:
+            if r.sent_unchanged or r.sent_edited or r.handled or r.discarded:
+                log.info("%s: from the mail client: %d sent unchanged, %d sent edited, "
+                         "%d handled, %d discarded", r.account, r.sent_unchanged,
+                         r.sent_edited, r.handled, r.discarded)
 
     def drain_sends(self) -> None:
         """Send the replies approved in the review desk, and finish those a crashed desk
@@ -172,6 +191,9 @@ class Worker:
                                             _trigger(scheduler, job_id, self.wake[id(sync)])))
         scheduler.add_job(self.drain_sends, "interval", id="sends", seconds=SEND_DRAIN_SECONDS,
                           next_run_time=datetime.now(UTC))
+        if self.config.outcomes.watch_mail_client:
+            scheduler.add_job(self.scan_outcomes, "interval", id="outcomes",
+                              seconds=self.config.outcomes.scan_interval)
         scheduler.add_job(self.apply_retention, "interval", id="retention",
                           hours=self.config.retention.interval_hours,
                           next_run_time=datetime.now(UTC))

@@ -30,6 +30,7 @@ _COMMAND_MODULES = (
     "user_cmd",
     "web_cmd",
     "learn_cmd",  # after model_cmd: adds `model history` and `model rollback`
+    "outcomes_cmd",
 )
 
 

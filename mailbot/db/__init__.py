@@ -5,6 +5,7 @@ from mailbot.db.base import Base
 from mailbot.db.drafts import DraftRecord
 from mailbot.db.kb_models import KBDocument, KBPassage  # noqa: F401  (registers the tables)
 from mailbot.db.llm_records import BudgetLock, LLMRequest, TeacherLabel
+from mailbot.db.mailclient import DraftMissing, FolderScan
 from mailbot.db.models import (
     Account,
     Event,
@@ -28,8 +29,10 @@ __all__ = [
     "CostPrices",
     "Database",
     "DraftOutcome",
+    "DraftMissing",
     "DraftRecord",
     "Event",
+    "FolderScan",
     "HumanLabel",
     "LLMRequest",
     "Mailbox",
