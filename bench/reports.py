@@ -1,12 +1,13 @@
-"""The managers' views over a large audit log: how long each takes to answer, with and without
-the indexes migration 0011 adds.
+"""The managers' views over a large audit log: how long each takes to answer, as revision 0013
+writes them (reading the per-message summary `message_stats`) against revision 0011's (summing
+every message's events at each query).
 
 Fills a scratch PostgreSQL database (or SQLite with --sqlite) with N synthetic messages and
 everything the pipeline and the review desk record for them (tests/support/audit_data.py:
 about 9 events a message, drafts, cloud requests, outcomes, corrections), runs ANALYZE, then
 reads every view in full (every row and column; on PostgreSQL as COPY text, so Python's row
-objects are not what is timed) and runs the example queries of docs/sql.md, first without
-the indexes of 0011 (the baseline), then with them, then with them and the JIT off:
+objects are not what is timed) and runs the example queries of docs/sql.md, first with the
+views of 0011 (the baseline), then with those of 0013, then with those and the JIT off:
 
     .venv/bin/python bench/reports.py [--messages 100000] [--sqlite] [--repeat 3]
 
@@ -18,6 +19,7 @@ messages on PostgreSQL.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import platform
 import sys
@@ -38,7 +40,7 @@ from mailbot.db.session import Database  # noqa: E402
 from tests.support.audit_data import insert_rows, synthesize  # noqa: E402
 
 ADMIN_URL = os.environ.get("MAILBOT_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-REPORT_INDEXES = ("ix_events_message_pk_stage", "ix_events_stage_outcome", "ix_messages_day")
+VIEWS_IN_ORDER = ("v_corrections", "v_escalations", "v_draft_outcomes", "v_daily", "v_messages")
 
 
 def cpu_name() -> str:
@@ -117,22 +119,31 @@ def run_all(database: Database, repeat: int, *, jit: bool = True) -> dict[str, t
     return results
 
 
-def drop_indexes(database: Database) -> list[str]:
-    """Drop the report indexes; returns the statements that recreate them."""
-    recreate = []
+def _migration(name: str) -> Any:
+    path = Path(__file__).resolve().parents[1] / "migrations" / "versions" / name
+    spec = importlib.util.spec_from_file_location(path.stem.replace("-", "_"), path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def view_sql(database: Database, revision: str) -> dict[str, str]:
+    """Every view's SQL as revision "0011" or "0013" wrote it, for this database."""
+    dialect = database.engine.dialect.name
+    if revision == "0011":
+        old = _migration("0011_manager_views.py")
+        return {name: build(old._Dialect(dialect)) for name, build in old.BUILDERS.items()}
+    return dict(_migration("0013_message_stats.py").builders(dialect))
+
+
+def use_views(database: Database, sql: dict[str, str]) -> None:
+    """Replace the views (v_daily reads v_messages: dropped first, made last)."""
     with database.engine.begin() as conn:
-        for name in REPORT_INDEXES:
-            if database.engine.dialect.name == "postgresql":
-                sql = conn.scalar(text("SELECT indexdef FROM pg_indexes WHERE indexname = :n"),
-                                  {"n": name})
-            else:
-                sql = conn.scalar(text("SELECT sql FROM sqlite_master WHERE name = :n"),
-                                  {"n": name})
-            if sql:
-                recreate.append(sql)
-                conn.execute(text(f"DROP INDEX {name}"))
-        conn.execute(text("ANALYZE"))
-    return recreate
+        for name in VIEWS_IN_ORDER:
+            conn.execute(text(f"DROP VIEW IF EXISTS {name}"))
+        for name in reversed(VIEWS_IN_ORDER):
+            conn.execute(text(f"CREATE VIEW {name} AS {sql[name]}"))
 
 
 def main() -> int:
@@ -176,17 +187,17 @@ def main() -> int:
               f"{made.labels} corrections, {made.llm_requests} cloud requests "
               f"(filled in {time.perf_counter() - started:.1f} s)")
 
-        recreate = drop_indexes(database)
+        current = view_sql(database, "0013")
+        use_views(database, view_sql(database, "0011"))
+        print("views of 0011 (every message's events summed at each query):")
         baseline = run_all(database, args.repeat)
-        with database.engine.begin() as conn:
-            for sql in recreate:
-                conn.execute(text(sql))
-            conn.execute(text("ANALYZE"))
+        use_views(database, current)
+        print("views of 0013 (message_stats):")
         indexed = run_all(database, args.repeat)
         # PostgreSQL's JIT compiler costs a second or more on these plans (docs/sql.md).
         no_jit = run_all(database, args.repeat, jit=False) if not args.sqlite else indexed
 
-        print(f"{'what':<50} {'rows':>7} {'no index s':>10} {'indexed s':>10} {'ratio':>7} "
+        print(f"{'what':<50} {'rows':>7} {'0011 s':>10} {'0013 s':>10} {'ratio':>7} "
               f"{'jit off s':>9}")
         for name, (seconds, rows) in indexed.items():
             base = baseline[name][0]

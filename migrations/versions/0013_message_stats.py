@@ -49,10 +49,10 @@ def _replace_block(sql: str, start: str, end: str, replacement: str) -> str:
     return new
 
 
-def builders() -> dict[str, str]:
-    """The SQL of every view, reading `message_stats` (dialect of the current connection)."""
+def builders(dialect_name: str) -> dict[str, str]:
+    """The SQL of every view, reading `message_stats` ("sqlite" or "postgresql")."""
     old = _views_0011()
-    dialect = old._Dialect(op.get_bind().dialect.name)
+    dialect = old._Dialect(dialect_name)
 
     def join_classify(d: object, outer: str) -> str:
         return (f"LEFT JOIN (SELECT message_pk, {_CLASSIFY} FROM message_stats) c "
@@ -101,7 +101,7 @@ def upgrade() -> None:
     from mailbot.audit.stats import rebuild_message_stats
 
     rebuild_message_stats(Session(bind=op.get_bind()))
-    sql = builders()
+    sql = builders(op.get_bind().dialect.name)
     old = _views_0011()
     for name in old.VIEWS:  # v_messages last: v_daily reads it
         op.execute(f"DROP VIEW IF EXISTS {name}")
