@@ -22,7 +22,6 @@ from mailbot.db.drafts import DraftRecord
 from mailbot.db.models import Event, Message
 from mailbot.db.outbox import OutboxEntry
 from mailbot.db.outcomes import DraftOutcome, HumanLabel
-from mailbot.db.web import LoginFailure
 from mailbot.db.session import Database
 from mailbot.resources import data_dir
 from tests.support.database import PG_ADMIN_URL, _pg_admin_connect, _pg_or_skip
@@ -517,5 +516,7 @@ def test_failed_logins_are_rate_limited_across_desk_processes(desk: Desk,
             assert blocked.status_code == 429 and "Too many failed logins" in blocked.text
     finally:
         other.stop()
+        from mailbot.db.web import LoginFailure
+
         with desk.database.session() as s:  # the later tests log in from this address
             s.execute(delete(LoginFailure))
