@@ -148,13 +148,13 @@ def build_view(session: Session, message: Message, mailbox: str) -> MessageView:
     segments = highlight(text, spans)
 
     draft = session.scalar(select(DraftRecord).where(DraftRecord.message_pk == message.id))
-    passages = []
-    for passage in (draft.passages if draft is not None else []) or []:
-        shown = dict(passage)
-        if passage.get("id") is not None:
-            kb = session.get(KBPassage, passage["id"])
-            shown["text"] = kb.text if kb is not None else None
-        passages.append(shown)
+    used = [p for p in ((draft.passages if draft is not None else []) or [])
+            if isinstance(p, dict)]
+    ids = [p["id"] for p in used if p.get("id") is not None]
+    texts = dict(session.execute(select(KBPassage.id, KBPassage.text)
+                                 .where(KBPassage.id.in_(ids))).all()) if ids else {}
+    passages = [{**p, "text": texts.get(p["id"])} if p.get("id") is not None else dict(p)
+                for p in used]
     draft_event = latest.get("draft")
     draft_details = draft_event.details if draft_event is not None else {}
     route_event = latest.get("route")
