@@ -25,6 +25,7 @@ class OutboxKind(StrEnum):
     FLAG = "flag"  # add a keyword to the message (processed or needs-a-person)
     MOVE = "move"  # move the message to another folder
     SEND = "send"  # send a reply over SMTP, then file the copy in Sent, remove the draft
+    REMOVE_DRAFT = "remove_draft"  # a draft that will not be sent out of the Drafts folder
 
 
 class OutboxState(StrEnum):

@@ -65,7 +65,9 @@ _NUMERIC = re.compile(
 )
 _DAY_MONTH = re.compile(
     rf"(?<![\w.,])(?P<d>\d{{1,2}})(?:st|nd|rd|th|er|\.|º)?[ \t\u00a0]*(?:of[ \t]+|de[ \t]+)?"
-    rf"(?i:(?P<m>{_MONTH}))\.?(?:,?[ \t\u00a0]+(?:de[ \t]+)?(?P<y>{_YEAR}))?(?![\w-])"
+    # An abbreviation's full stop is part of the date only before a year: in "on 12 March."
+    # it ends the sentence.
+    rf"(?i:(?P<m>{_MONTH}))(?:\.?,?[ \t\u00a0]+(?:de[ \t]+)?(?P<y>{_YEAR}))?(?![\w-])"
 )
 _MONTH_DAY = re.compile(
     rf"(?<![\w-])(?i:(?P<m>{_MONTH}))\.?[ \t\u00a0]+(?P<d>\d{{1,2}})(?:st|nd|rd|th)?"

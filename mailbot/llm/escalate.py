@@ -39,7 +39,7 @@ from mailbot.audit.cost import (
 from mailbot.compose.reply import field_values
 from mailbot.compose.trim import trim_reply
 from mailbot.db.base import utcnow
-from mailbot.db.llm_records import BudgetLock, LLMRequest, TeacherLabel
+from mailbot.db.llm_records import BudgetLock, LLMRequest
 from mailbot.db.models import Message
 from mailbot.db.session import Database
 from mailbot.errors import Stopping, TransientError
@@ -47,7 +47,7 @@ from mailbot.ingest.lease import holder_is_dead
 from mailbot.llm.audit import record_llm_call, record_llm_failure
 from mailbot.llm.client import LLMClassification, LLMClient, LLMResult
 from mailbot.llm.errors import LLMRequestRejected, LLMResponseInvalid, LLMUnavailable
-from mailbot.llm.teacher import LABEL_KINDS, teacher_text
+from mailbot.llm.teacher import LABEL_KINDS, save_teacher_label, teacher_text
 from mailbot.pipeline.case import Case, Step
 from mailbot.privacy.pseudonymise import PLACEHOLDER, Pseudonymiser
 from mailbot.route.decision import HUMAN, RouteDecision, RouteReason
@@ -172,6 +172,9 @@ class EscalationHost(Protocol):
 
     def commit_outcome(self, session: Session, case: Case, steps: Sequence[Step]) -> Any: ...
 
+    def plan_escalation(self, message_pk: int, decision: RouteDecision
+                        ) -> tuple[str, dict[str, Any]]: ...
+
 
 @dataclass(frozen=True, slots=True)
 class _Job:
@@ -224,6 +227,7 @@ class EscalationRunner:
         self._counts: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._sending: set[int] = set()  # request ids this runner has on the wire now
+        self._planning: set[int] = set()  # agents' requests this runner is planning now
 
     def run(self, *, mailbox_id: int | None = None, until: threading.Event | None = None
             ) -> EscalationReport:
@@ -236,8 +240,9 @@ class EscalationRunner:
             before = Counter(self._counts)
         try:
             self.recover_interrupted()
+            self.plan_requested(mailbox_id)
         except TransientError as exc:
-            log.warning("could not look for interrupted cloud calls: %s", exc)
+            log.warning("could not look for interrupted or requested cloud calls: %s", exc)
         with ThreadPoolExecutor(max_workers=self.concurrency,
                                 thread_name_prefix="mailbot-llm") as pool:
             in_flight: set[Future[None]] = set()
@@ -272,6 +277,70 @@ class EscalationRunner:
             counts = self._counts - before
         return EscalationReport(counts["sent"], counts["answered"], counts["failed"],
                                 counts["refused"])
+
+    # --- 0. what agents asked for on the desk (mailbot.llm.ondemand) --------------------------
+
+    def plan_requested(self, mailbox_id: int | None = None, limit: int = 50) -> int:
+        """Plan the escalations agents asked for: their messages' local stages run again
+        (outside any transaction) and the first request is recorded, `pending` like any
+        other. A message that cannot be planned goes to a person with the reason."""
+        from mailbot.llm.ondemand import PLANNING, REQUESTED
+
+        with self.database.session() as session:
+            query = (select(LLMRequest).join(Message, Message.id == LLMRequest.message_pk)
+                     .where(LLMRequest.state == REQUESTED))
+            if mailbox_id is not None:
+                query = query.where(Message.mailbox_id == mailbox_id)
+            rows = session.scalars(query.order_by(LLMRequest.id).limit(limit)
+                                   .with_for_update(skip_locked=True, of=LLMRequest)).all()
+            asked = [(row.id, row.message_pk, dict(row.request)) for row in rows]
+            for row in rows:
+                row.state = PLANNING
+                row.claimed_by = self.owner
+                row.sent_at = utcnow()
+            with self._lock:
+                self._planning.update(row.id for row in rows)
+        for request_id, message_pk, request in asked:
+            try:
+                self._plan_one(request_id, message_pk, request)
+            finally:
+                with self._lock:
+                    self._planning.discard(request_id)
+        return len(asked)
+
+    def _plan_one(self, request_id: int, message_pk: int, asked: dict[str, Any]) -> None:
+        from mailbot.llm.ondemand import PLANNING, planned
+
+        decision = RouteDecision.from_json(asked["decision"])
+        try:
+            task, payload = self.host.plan_escalation(message_pk, decision)
+        except Exception as exc:  # noqa: BLE001 - this message goes to a person, not the rest
+            log.warning("the escalation of message %s could not be planned: %s", message_pk,
+                        exc)
+            error = f"{type(exc).__name__}: {exc}"
+            self._durably(self._planning_failed, request_id, message_pk, asked, error)
+            return
+        with self.database.session() as session:
+            row = session.get(LLMRequest, request_id, with_for_update=True)
+            if row is None or row.state != PLANNING or row.claimed_by != self.owner:
+                return
+            row.task = task
+            row.request = planned(asked, payload)
+            row.state = "pending"
+            row.claimed_by = None
+            row.sent_at = None
+
+    def _planning_failed(self, request_id: int, message_pk: int, asked: dict[str, Any],
+                         error: str) -> None:
+        with self.database.session() as session:
+            row = session.get(LLMRequest, request_id)
+            if row is None:
+                return
+            row.state = "failed"
+            row.error = error
+            self._hand_over(session, message_pk, asked, RouteReason(
+                "llm_failed", f"the request to the cloud LLM could not be prepared: {error}",
+                HUMAN))
 
     # --- 2. claiming, with the budget ----------------------------------------------------------
 
@@ -496,9 +565,21 @@ class EscalationRunner:
 
     def recover_interrupted(self) -> int:
         """Requests left `sent` by a worker that died: never sent again (their answer may
-        have been paid for); their messages go to a person. Returns how many."""
+        have been paid for); their messages go to a person. Returns how many. (An agent's
+        request left `planning` was not sent yet: it is planned again.)"""
+        from mailbot.llm.ondemand import PLANNING, REQUESTED
+
         now = self.clock()
         with self.database.session() as session:
+            with self._lock:
+                planning = set(self._planning)
+            for row in session.scalars(select(LLMRequest).where(LLMRequest.state == PLANNING)
+                                       .with_for_update(skip_locked=True)):
+                if ((row.claimed_by == self.owner and row.id not in planning)
+                        or (row.claimed_by != self.owner and row.claimed_by
+                            and holder_is_dead(row.claimed_by))
+                        or (row.sent_at is not None and row.sent_at < now - self.stale_after)):
+                    row.state, row.claimed_by, row.sent_at = REQUESTED, None, None
             rows = session.scalars(
                 select(LLMRequest).where(LLMRequest.state == "sent")
                 .with_for_update(skip_locked=True)
@@ -542,7 +623,6 @@ def pending_for(session: Session, message_pks: Sequence[int]) -> int:
 def _add_teacher_label(session: Session, message_pk: int, kind: str, label: str | None,
                        value: dict[str, Any], text: str, model: str,
                        confidence: float | None) -> None:
-    # New rows: a message's requests are answered once each (the state machine above).
-    session.add(TeacherLabel(message_pk=message_pk, kind=kind, label=label, value=value,
-                             input_text=text, model=model, confidence=confidence,
-                             created_at=utcnow()))
+    # Replaced when an agent escalates the message again: the latest answer teaches.
+    save_teacher_label(session, message_pk, kind, input_text=text, model=model, label=label,
+                       value=value, confidence=confidence)

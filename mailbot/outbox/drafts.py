@@ -46,6 +46,22 @@ def find_by_header(client: IMAPClient, header: str, value: str) -> int | None:
     return int(found[0]) if found else None
 
 
+def remove_drafts(client: IMAPClient, folder: str, token: str) -> int:
+    """Delete the drafts carrying this token from `folder` (left selected); how many.
+
+    Safe to repeat: a draft removed already is not found again.
+    """
+    if not client.folder_exists(folder):
+        return 0
+    client.select_folder(folder)
+    stale = client.search(["HEADER", TOKEN_HEADER, token])
+    if stale:
+        client.delete_messages(stale, silent=True)
+        if client.has_capability("UIDPLUS"):
+            client.uid_expunge(stale)
+    return len(stale)
+
+
 def append_draft(client: IMAPClient, folder: str, token: str, mime: bytes
                  ) -> tuple[int | None, bool]:
     """APPEND the draft with \\Draft unless the folder has it already: (UID, appended)."""

@@ -24,11 +24,11 @@ from mailbot.backoff import backoff_delay
 from mailbot.db.base import utcnow
 from mailbot.db.drafts import DraftRecord
 from mailbot.db.models import Mailbox, Message
-from mailbot.db.outbox import OutboxKind, OutboxState
+from mailbot.db.outbox import OutboxEntry, OutboxKind, OutboxState
 from mailbot.db.session import Database
 from mailbot.failpoints import failpoint
 from mailbot.outbox import actions
-from mailbot.outbox.drafts import append_draft, drafts_folder
+from mailbot.outbox.drafts import append_draft, drafts_folder, remove_drafts
 from mailbot.outbox.queue import Job, claim, complete, fail, release
 
 log = logging.getLogger(__name__)
@@ -53,16 +53,31 @@ class DrainReport:
     """What one drain did."""
 
     drafts: int = 0
+    withdrawn: int = 0
     flagged: int = 0
     moved: int = 0
     failed: int = 0
     errors: list[str] = field(default_factory=list)
 
 
+def withdraw_draft(database: Database, owner: str, client: IMAPClient, job: Job,
+                   folder: str) -> int:
+    """Remove a withdrawn draft from `folder` and record it (the worker's drainer and the
+    desk right after a reject both do it this way); how many copies were removed."""
+    removed = remove_drafts(client, folder, job.payload["token"])
+    with database.session() as session:
+        if complete(session, job, owner, {"folder": folder, "removed": removed}):
+            record_event(session, "deliver", "withdrawn", message_pk=job.message_pk,
+                         mailbox_id=job.mailbox_id,
+                         details={"folder": folder, "token": job.payload["token"],
+                                  "removed": removed})
+    return removed
+
+
 class OutboxDrainer:
     """Performs the drafts, flags and moves of one mailbox."""
 
-    KINDS = (OutboxKind.APPEND_DRAFT, OutboxKind.FLAG, OutboxKind.MOVE)
+    KINDS = (OutboxKind.APPEND_DRAFT, OutboxKind.REMOVE_DRAFT, OutboxKind.FLAG, OutboxKind.MOVE)
 
     def __init__(self, database: Database, mailbox_id: int, folder: str, owner: str,
                  settings: DrainSettings | None = None, *, drafts_folder: str = "") -> None:
@@ -83,11 +98,16 @@ class OutboxDrainer:
         if not jobs:
             return report
         drafts = [j for j in jobs if j.kind == OutboxKind.APPEND_DRAFT]
-        others = [j for j in jobs if j.kind != OutboxKind.APPEND_DRAFT]
+        # After the appends: a draft withdrawn in the same drain is appended first, then gone.
+        removals = [j for j in jobs if j.kind == OutboxKind.REMOVE_DRAFT]
+        others = [j for j in jobs if j.kind not in (OutboxKind.APPEND_DRAFT,
+                                                     OutboxKind.REMOVE_DRAFT)]
         try:
             for job in drafts:
                 self._attempt(job, report, lambda j=job: self._draft(client, j, report))
-            if drafts:
+            for job in removals:
+                self._attempt(job, report, lambda j=job: self._withdraw(client, j, report))
+            if drafts or removals:
                 client.select_folder(self.folder)
             self._server_actions(client, others, report)
         except CONNECTION_ERRORS:
@@ -128,9 +148,12 @@ class OutboxDrainer:
         with self.database.session() as session:
             mime = session.scalar(select(DraftRecord.mime)
                                   .where(DraftRecord.id == job.payload["draft_id"]))
-        if not mime:  # erased before it was delivered
+            withdrawn = session.scalar(select(OutboxEntry.id).where(
+                OutboxEntry.key == f"undraft:{job.payload['token']}")) is not None
+        if not mime or withdrawn:  # erased, or rejected or replaced, before it was delivered
             with self.database.session() as session:
-                complete(session, job, self.owner, {"skipped": "the draft was erased"})
+                complete(session, job, self.owner, {
+                    "skipped": "the draft was erased" if not mime else "the draft was withdrawn"})
             return
         uid, appended = append_draft(client, folder, job.payload["token"], mime)
         with self.database.session() as session:
@@ -151,6 +174,11 @@ class OutboxDrainer:
             )
         failpoint("draft.after_record")
         report.drafts += 1
+
+    def _withdraw(self, client: IMAPClient, job: Job, report: DrainReport) -> None:
+        folder = job.payload.get("folder") or self._drafts(client)
+        withdraw_draft(self.database, self.owner, client, job, folder)
+        report.withdrawn += 1
 
     def _drafts(self, client: IMAPClient) -> str:
         if self._drafts_folder is None:

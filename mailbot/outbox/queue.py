@@ -64,6 +64,24 @@ def enqueue_draft(session: Session, message: Message, draft: DraftRecord, folder
             payload={"draft_id": draft.id, "token": draft.token, "folder": folder})
 
 
+def enqueue_draft_removal(session: Session, message: Message, draft: DraftRecord,
+                          account: str, folder: str) -> OutboxEntry | None:
+    """The draft out of the Drafts folder: it will not be sent (rejected, handled elsewhere,
+    replaced by a new one). A delivery not begun yet is dropped instead."""
+    session.execute(
+        update(OutboxEntry)
+        .where(OutboxEntry.key == f"draft:{draft.token}", OutboxEntry.state == OutboxState.PENDING,
+               OutboxEntry.attempts == 0)
+        .values(state=OutboxState.DONE, done_at=utcnow(),
+                result={"skipped": "the draft was withdrawn before it was delivered"}))
+    # Removed even when never delivered: an attempt may have appended it before it failed,
+    # and removing an absent draft does nothing.
+    return enqueue(session, kind=OutboxKind.REMOVE_DRAFT, key=f"undraft:{draft.token}",
+                   mailbox_id=message.mailbox_id, message_pk=message.id,
+                   payload={"draft_id": draft.id, "token": draft.token, "account": account,
+                            "folder": folder})
+
+
 def server_action(account: AccountSettings, status: str) -> tuple[str, str] | None:
     """The action for a message with this status: (kind, flag or folder), or None.
 

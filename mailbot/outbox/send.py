@@ -27,7 +27,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from mailbot.audit.events import record_event
-from mailbot.compose.mime import TOKEN_HEADER, build_reply, new_message_id, reply_subject
+from mailbot.compose.mime import build_reply, new_message_id, reply_subject
 from mailbot.db.base import utcnow
 from mailbot.db.drafts import DraftRecord
 from mailbot.db.models import Account, Event, Mailbox, Message, MessageStatus, RawMessage
@@ -37,7 +37,7 @@ from mailbot.db.web import ReviewClaim
 from mailbot.errors import MailbotError, PermanentError
 from mailbot.failpoints import failpoint
 from mailbot.ingest.lease import worker_identity
-from mailbot.outbox.drafts import DEFAULT_SENT, drafts_folder, special_folder
+from mailbot.outbox.drafts import DEFAULT_SENT, drafts_folder, remove_drafts, special_folder
 from mailbot.outbox.queue import Job, claim, complete, enqueue, fail
 from mailbot.parse.message import Address
 
@@ -156,7 +156,14 @@ def enqueue_send(session: Session, config: Config, message: Message, *, body: st
         "proposed_text": proposed, "sent_text": body,
         "edit_distance": edit_distance(proposed, body) if proposed is not None else None,
     }
-    entry = enqueue(session, kind=OutboxKind.SEND, key=f"send:{message.id}",
+    key = f"send:{message.id}"
+    failed = session.scalar(select(OutboxEntry).where(OutboxEntry.key == key,
+                                                      OutboxEntry.state == OutboxState.FAILED))
+    if failed is not None:
+        # Refused, or never started: nothing went out, so a new send takes its place.
+        failed.key = f"{key}:failed:{failed.id}"
+        session.flush()
+    entry = enqueue(session, kind=OutboxKind.SEND, key=key,
                     mailbox_id=message.mailbox_id, message_pk=message.id, payload=payload)
     if entry is None:
         return None
@@ -224,11 +231,12 @@ def _send_one(config: Config, database: Database, owner: str, job: Job, smtp_sta
                      "with the customer or the relay's log, then resolve it in the desk",
                      report, OutboxState.UNCERTAIN)
         return
+    relay = f"{smtp.host}:{smtp.effective_port}"
     try:
         connection = _smtp_connect(account, smtp)
     except _NOT_STARTED as exc:
-        _retry_later(database, owner, job, f"SMTP {smtp.host}:{smtp.effective_port}: {exc}",
-                     report)
+        _retry_later(database, owner, job, f"Not sent: the relay {relay} cannot be reached "
+                     f"({_smtp_text(exc)}); it will be tried again", report)
         return
     with contextlib.closing(connection):
         with database.session() as session:
@@ -238,8 +246,15 @@ def _send_one(config: Config, database: Database, owner: str, job: Job, smtp_sta
         try:
             connection.sendmail(payload["from"], [payload["to"]], mime)
         except _REFUSED as exc:
-            _give_up(database, owner, job, f"the relay refused the reply: {exc}", report,
-                     OutboxState.FAILED)
+            said, temporary = refusal(exc)
+            if temporary:  # a 4xx: nothing went out, and the relay asks to be tried later
+                _retry_later(database, owner, job, f"Not sent: the relay {relay} refused the "
+                             f"reply for now ({said}); it will be tried again", report,
+                             not_started=True)
+            else:
+                _give_up(database, owner, job, f"Not sent: the relay {relay} refused the "
+                         f"reply ({said}); change what it objects to and send again", report,
+                         OutboxState.FAILED)
             return
         except _NOT_STARTED as exc:
             # Cut during the transaction: it may have been accepted. Never send it again.
@@ -251,6 +266,34 @@ def _send_one(config: Config, database: Database, owner: str, job: Job, smtp_sta
             connection.quit()
     failpoint("send.after_smtp")
     _file_and_finish(config, database, owner, job, account, mime, report, confirmed=False)
+
+
+def refusal(exc: Exception) -> tuple[str, bool]:
+    """What the relay answered, and whether it was temporary (4xx: try again later)."""
+    def text(code: int, message: bytes | str) -> str:
+        said = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
+        return f"{code} {said}".strip()
+
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        answers: list[tuple[int, bytes | str]] = [(int(code), msg) for code, msg
+                                                   in exc.recipients.values()]
+    elif isinstance(exc, smtplib.SMTPResponseException):
+        answers = [(int(exc.smtp_code), exc.smtp_error)]
+    else:
+        return _smtp_text(exc), False
+    said = "; ".join(text(code, msg) for code, msg in answers)
+    return said, bool(answers) and all(400 <= code < 500 for code, _ in answers)
+
+
+def _smtp_text(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def send_now(session: Session, message_pk: int) -> None:
+    """Make the message's waiting send due at once (an agent pressed Retry sending)."""
+    session.execute(update(OutboxEntry).where(OutboxEntry.key == f"send:{message_pk}",
+                                              OutboxEntry.state == OutboxState.PENDING)
+                    .values(retry_at=None))
 
 
 def _smtp_connect(account: AccountSettings, smtp: SmtpSettings) -> smtplib.SMTP:
@@ -312,13 +355,7 @@ def _file_copies(account: AccountSettings, smtp: SmtpSettings, mime: bytes, mess
             done["sent_folder"] = folder
         folder = drafts_folder(client, account.drafts_folder)
         if client.folder_exists(folder):
-            client.select_folder(folder)
-            stale = client.search(["HEADER", TOKEN_HEADER, token])
-            if stale:
-                client.delete_messages(stale, silent=True)
-                if client.has_capability("UIDPLUS"):
-                    client.uid_expunge(stale)
-            done["drafts_removed"] = len(stale)
+            done["drafts_removed"] = remove_drafts(client, folder, token)
     finally:
         with contextlib.suppress(Exception):
             client.logout()
@@ -405,10 +442,16 @@ def confirm_labels(session: Session, message_pk: int, agent: str) -> None:
 
 
 def _retry_later(database: Database, owner: str, job: Job, error: str,
-                 report: SendReport) -> None:
+                 report: SendReport, *, not_started: bool = False) -> None:
+    """Try the send again later. `not_started`: the SMTP transaction began but the relay
+    refused it for now, so the next attempt sends again instead of checking Sent."""
     from mailbot.backoff import backoff_delay
 
     with database.session() as session:
+        if not_started:
+            session.execute(update(OutboxEntry).where(OutboxEntry.id == job.id,
+                                                      OutboxEntry.claimed_by == owner)
+                            .values(result={}))
         # Attempts are counted when claimed; a send that never started is retried a while.
         attempts = job.attempts + 1
         if attempts >= 10:
@@ -417,6 +460,10 @@ def _retry_later(database: Database, owner: str, job: Job, error: str,
         else:
             fail(session, job, owner, error, retry_in=backoff_delay(attempts - 1, base=5.0,
                                                                     cap=300.0))
+            message = session.get(Message, job.message_pk) if job.message_pk else None
+            if message is not None:
+                message.status_reason = error
+                message.updated_at = utcnow()
             report.retrying += 1
     report.errors.append(error)
 

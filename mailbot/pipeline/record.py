@@ -18,7 +18,7 @@ from mailbot.db.base import utcnow
 from mailbot.db.drafts import DraftRecord
 from mailbot.db.llm_records import LLMRequest
 from mailbot.db.models import Account, Mailbox, Message, MessageFacts, MessageStatus
-from mailbot.outbox.queue import enqueue_draft, enqueue_server_action
+from mailbot.outbox.queue import enqueue_draft, enqueue_draft_removal, enqueue_server_action
 from mailbot.pipeline.case import Case, Step
 from mailbot.route.outcome import Settlement, settle
 
@@ -111,28 +111,40 @@ class Recorder:
             self._request(session, message, case)
             return
         if settlement.status == MessageStatus.DRAFTED and case.draft is not None:
-            record = self._draft(session, message, case)
+            record = self._draft(session, message, case, account)
             if account is not None:
                 enqueue_draft(session, message, record, account.drafts_folder)
         if account is not None:
             enqueue_server_action(session, message, account)
 
-    def _draft(self, session: Session, message: Message, case: Case) -> DraftRecord:
+    def _draft(self, session: Session, message: Message, case: Case,
+               account: AccountSettings | None) -> DraftRecord:
         draft = case.draft
         assert draft is not None
         version = draft.template_version
         if case.generated is not None and draft.model == case.generated.model:
             version = case.generated.model_version
-        reasons = list(draft.review_reasons)
-        record = DraftRecord(
-            message_pk=message.id, token=draft.token, reply_message_id=draft.message_id,
-            template=draft.template, language=draft.language, subject=draft.subject,
-            body=draft.body, mime=draft.mime, fields=dict(draft.fields),
-            passages=[dict(p) for p in draft.passages], gates=dict(draft.gates),
-            model=draft.model, model_version=version, needs_review=draft.needs_review,
-            review_reasons=reasons, created_at=utcnow(),
-        )
-        session.add(record)
+        values = {
+            "token": draft.token, "reply_message_id": draft.message_id,
+            "template": draft.template, "language": draft.language, "subject": draft.subject,
+            "body": draft.body, "mime": draft.mime, "fields": dict(draft.fields),
+            "passages": [dict(p) for p in draft.passages], "gates": dict(draft.gates),
+            "model": draft.model, "model_version": version, "needs_review": draft.needs_review,
+            "review_reasons": list(draft.review_reasons), "delivered_at": None,
+            "drafts_folder": None, "drafts_uid": None, "created_at": utcnow(),
+        }
+        record = session.scalar(select(DraftRecord).where(DraftRecord.message_pk == message.id))
+        if record is None:
+            record = DraftRecord(message_pk=message.id, **values)
+            session.add(record)
+        else:
+            # A new draft (an agent escalated the message): it replaces the old one, here
+            # and in the Drafts folder. The row is kept, so outcomes that name it stay valid.
+            if account is not None:
+                enqueue_draft_removal(session, message, record, account.name,
+                                      account.drafts_folder)
+            for key, value in values.items():
+                setattr(record, key, value)
         session.flush()
         return record
 

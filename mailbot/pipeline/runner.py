@@ -432,6 +432,15 @@ class Pipeline:
         steps = run_stages(local, cases, self._enrich)[0]
         return (steps[-1].case if steps else cases[0]).with_(decision=decision)
 
+    def plan_escalation(self, message_pk: int, decision: RouteDecision
+                        ) -> tuple[str, dict[str, Any]]:
+        """The first cloud request of a message an agent escalated from the desk (its local
+        stages run again; call it outside any transaction)."""
+        planner = self.recorder.planner
+        if planner is None:
+            raise MailbotError("no cloud LLM step is configured")
+        return planner(self.case_for(message_pk, decision))
+
     def compose(self, case: Case) -> list[Step]:
         """Draft the reply of an answered escalation (the compose stage alone)."""
         composer = [s for s in self.stages if s.name == "draft"]

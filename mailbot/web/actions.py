@@ -15,7 +15,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from mailbot.audit.events import record_event
-from mailbot.config import Config
+from mailbot.config import AccountSettings, Config
 from mailbot.db.base import utcnow
 from mailbot.db.drafts import DraftRecord
 from mailbot.db.models import Event, Message, MessageStatus
@@ -31,6 +31,7 @@ from mailbot.db.outcomes import (
 from mailbot.db.session import Database
 from mailbot.db.web import ReviewClaim, ReviewIndex, Role
 from mailbot.errors import MailbotError
+from mailbot.outbox.queue import enqueue_draft_removal
 from mailbot.web import auth
 from mailbot.web.message import claim_active, label_choices
 
@@ -130,9 +131,13 @@ def _model_value(session: Session, pk: int, kind: LabelKind, name: str | None) -
 
 
 def settle_without_reply(session: Session, message: Message, agent: str, outcome: Outcome,
-                         reason: str | None, note: str | None) -> None:
-    """Rejected or handled elsewhere: the draft's outcome, the status, the audit event."""
+                         reason: str | None, note: str | None,
+                         account: AccountSettings | None = None) -> None:
+    """Rejected or handled elsewhere: the draft's outcome, the status, the audit event, and
+    the stale draft out of the account's Drafts folder (through the outbox)."""
     draft = session.scalar(select(DraftRecord).where(DraftRecord.message_pk == message.id))
+    if draft is not None and account is not None:
+        enqueue_draft_removal(session, message, draft, account.name, account.drafts_folder)
     session.add(DraftOutcome(
         message_pk=message.id, draft_id=draft.id if draft else None, outcome=outcome,
         reason=reason, note=(note or None), proposed_text=draft.body if draft else None,
@@ -215,6 +220,19 @@ def install_actions(app: Flask, config: Config, database: Database) -> None:
         elif sent_message and (report.sent or report.confirmed):
             flash(sent_message, "ok")
 
+    def imap_account(s: Session, message: Message) -> AccountSettings | None:
+        from mailbot.outbox.send import account_of
+
+        name = account_of(s, message)
+        return next((a for a in config.accounts if a.name == name), None)
+
+    def withdraw_and_tell() -> None:
+        """Remove withdrawn drafts from the Drafts folder now; say so if it must wait."""
+        from mailbot.outbox.withdraw import withdraw_now
+
+        for error in withdraw_now(config, database, app.extensions["mailbot"]["owner"]):
+            flash(error, "error")
+
     @app.post("/messages/<int:pk>/label")
     @auth.require(Role.AGENT)
     def label(pk: int) -> Any:
@@ -256,7 +274,12 @@ def install_actions(app: Flask, config: Config, database: Database) -> None:
     @app.post("/messages/<int:pk>/retry-send")
     @auth.require(Role.AGENT)
     def retry_send(pk: int) -> Any:
-        drain_and_tell()
+        from mailbot.outbox.send import send_now
+
+        with database.session() as s:
+            locked(pk, s)
+            send_now(s, pk)
+        drain_and_tell(sent_message="Reply sent.")
         return back(pk)
 
     @app.post("/messages/<int:pk>/resolve")
@@ -271,6 +294,29 @@ def install_actions(app: Flask, config: Config, database: Database) -> None:
                                   was_sent=request.form.get("was_sent") == "1")
         except SendRefused as exc:
             flash(str(exc), "error")
+        return back(pk)
+
+    @app.post("/messages/<int:pk>/escalate")
+    @auth.require(Role.AGENT)
+    def escalate(pk: int) -> Any:
+        """Queue the message for the cloud LLM's new draft (see mailbot.llm.ondemand for why
+        the worker makes the call, not this request)."""
+        from mailbot.llm.ondemand import EscalationRefused, request_escalation
+
+        try:
+            with database.session() as s:
+                message = locked(pk, s)
+                if message.status not in OPEN_STATUSES:
+                    raise Refused(f"this message is {message.status}; it cannot be escalated")
+                if message.status == MessageStatus.ESCALATING:
+                    raise Refused("this message is already waiting for the cloud LLM")
+                take_claim(s, message, g.user.name, minutes)
+                request_escalation(s, config, message, g.user.name)
+        except (Refused, EscalationRefused) as exc:
+            flash(f"Not escalated: {exc}", "error")
+            return back(pk)
+        flash("Escalated: the worker asks the cloud LLM at its next poll; the new draft "
+              "then replaces this one, here and in the Drafts folder.", "ok")
         return back(pk)
 
     @app.post("/messages/<int:pk>/reject")
@@ -298,7 +344,10 @@ def install_actions(app: Flask, config: Config, database: Database) -> None:
                     raise Refused(f"this message is {message.status} already")
                 take_claim(s, message, g.user.name, minutes)
                 settle_without_reply(s, message, g.user.name, outcome, reason,
-                                     request.form.get("note", "")[:2000])
+                                     request.form.get("note", "")[:2000],
+                                     account=imap_account(s, message))
         except Refused as exc:
             flash(str(exc), "error")
+            return back(pk)
+        withdraw_and_tell()
         return back(pk)

@@ -103,7 +103,8 @@ def create_app(config: Config, database: Database) -> Flask:
 
     app.extensions["mailbot"] = {"config": config, "database": database,
                                  "owner": worker_identity(),
-                                 "limiter": auth.LoginLimiter(config.web.login_attempts,
+                                 "limiter": auth.LoginLimiter(database,
+                                                              config.web.login_attempts,
                                                               config.web.login_window_seconds)}
     _install_hooks(app, config, database)
     _install_pages(app, config, database)

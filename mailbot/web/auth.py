@@ -4,19 +4,18 @@ user header of a trusted reverse proxy."""
 from __future__ import annotations
 
 import ipaddress
-import threading
-import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import wraps
 from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from mailbot.db.base import utcnow
-from mailbot.db.web import Role, WebUser
+from mailbot.db.session import Database
+from mailbot.db.web import LoginFailure, Role, WebUser
 from mailbot.errors import ExitCode, PermanentError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -133,40 +132,52 @@ def current_from(user: WebUser) -> CurrentUser:
 
 
 class LoginLimiter:
-    """Failed logins per user name and per client address in a sliding window."""
+    """Failed logins per user name and per client address in a sliding window.
 
-    def __init__(self, attempts: int, window: float) -> None:
+    The failures are rows in the database, not this process's memory: the desk usually
+    runs as several worker processes (and hosts), and a guesser spread over them is counted
+    once. Rows older than the window are deleted as new failures come in.
+    """
+
+    def __init__(self, database: Database, attempts: int, window: float) -> None:
+        self.database = database
         self.attempts = attempts
         self.window = window
-        self._failures: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
 
-    def _recent(self, key: str, now: float) -> deque[float]:
-        found = self._failures.setdefault(key, deque())
-        while found and found[0] <= now - self.window:
-            found.popleft()
-        return found
+    @staticmethod
+    def _keys(name: str, address: str) -> tuple[str, str]:
+        return f"user:{name}"[:300], f"addr:{address}"[:300]
 
     def blocked(self, name: str, address: str) -> float:
         """Seconds until another try is allowed (0: allowed now)."""
-        now = time.monotonic()
-        with self._lock:
-            waits = []
-            for key in (f"user:{name}", f"addr:{address}"):
-                recent = self._recent(key, now)
+        now = utcnow()
+        since = now - timedelta(seconds=self.window)
+        waits = []
+        with self.database.session() as session:
+            for key in self._keys(name, address):
+                recent = list(session.scalars(
+                    select(LoginFailure.failed_at)
+                    .where(LoginFailure.key == key, LoginFailure.failed_at > since)
+                    .order_by(LoginFailure.failed_at.desc()).limit(self.attempts)))
                 if len(recent) >= self.attempts:
-                    waits.append(recent[0] + self.window - now)
-            return max(waits, default=0.0)
+                    # The oldest of the last `attempts` failures frees a try when it expires.
+                    waits.append((recent[-1] - since).total_seconds())
+        return max(waits, default=0.0)
 
     def failed(self, name: str, address: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            for key in (f"user:{name}", f"addr:{address}"):
-                self._recent(key, now).append(now)
+        """Count a failed login against the name and the address."""
+        now = utcnow()
+        with self.database.session() as session:
+            session.execute(delete(LoginFailure).where(
+                LoginFailure.failed_at <= now - timedelta(seconds=self.window)))
+            session.add_all([LoginFailure(key=key, failed_at=now)
+                             for key in self._keys(name, address)])
 
     def succeeded(self, name: str) -> None:
-        with self._lock:
-            self._failures.pop(f"user:{name}", None)
+        """The user logged in: their name's failures no longer count (the address's do)."""
+        key = self._keys(name, "")[0]
+        with self.database.session() as session:
+            session.execute(delete(LoginFailure).where(LoginFailure.key == key))
 
 
 def from_trusted_proxy(remote: str | None, proxies: list[str]) -> bool:

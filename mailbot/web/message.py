@@ -102,6 +102,30 @@ def _display(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def _fields(found: dict[str, Any]) -> tuple[list[dict[str, Any]], list[tuple[int, int, str]]]:
+    """One row per field and value (an order number in the subject and the body is one
+    value, found twice), and every span to mark in the text."""
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    spans: list[tuple[int, int, str]] = []
+    for name, entry in found.items():
+        for value in _values(entry):
+            span = value.get("span")
+            shown = _display(value.get("value"))
+            row = rows.setdefault((name, shown), {
+                "name": name, "value": shown, "type": value.get("type"),
+                "confidence": value.get("confidence"), "spans": []})
+            confidence = value.get("confidence")
+            if isinstance(confidence, int | float) and (
+                    not isinstance(row["confidence"], int | float)
+                    or confidence > row["confidence"]):
+                row["confidence"] = confidence
+            if isinstance(span, list) and len(span) == 2 and all(isinstance(s, int)
+                                                                 for s in span):
+                row["spans"].append(span)
+                spans.append((span[0], span[1], name))
+    return list(rows.values()), spans
+
+
 def build_view(session: Session, message: Message, mailbox: str) -> MessageView:
     """Gather the page's facts from the ledger, the events and the draft."""
     from mailbot.parse.mime import parse_message
@@ -119,28 +143,18 @@ def build_view(session: Session, message: Message, mailbox: str) -> MessageView:
     extract_event = latest.get("extract")
     extract_details = extract_event.details if extract_event is not None else {}
 
-    fields: list[dict[str, Any]] = []
-    spans: list[tuple[int, int, str]] = []
-    for name, entry in (extraction.get("fields") or {}).items():
-        for found in _values(entry):
-            span = found.get("span") or [None, None]
-            fields.append({"name": name, "value": _display(found.get("value")),
-                           "type": found.get("type"), "confidence": found.get("confidence"),
-                           "span": span})
-            if isinstance(span, list) and len(span) == 2 and all(isinstance(s, int)
-                                                                 for s in span):
-                spans.append((span[0], span[1], name))
+    fields, spans = _fields(extraction.get("fields") or {})
     text = inbound.text_with_signature if inbound is not None else ""
     segments = highlight(text, spans)
 
     draft = session.scalar(select(DraftRecord).where(DraftRecord.message_pk == message.id))
-    passages = []
-    for passage in (draft.passages if draft is not None else []) or []:
-        shown = dict(passage)
-        if passage.get("id") is not None:
-            kb = session.get(KBPassage, passage["id"])
-            shown["text"] = kb.text if kb is not None else None
-        passages.append(shown)
+    used = [p for p in ((draft.passages if draft is not None else []) or [])
+            if isinstance(p, dict)]
+    ids = [p["id"] for p in used if p.get("id") is not None]
+    texts = dict(session.execute(select(KBPassage.id, KBPassage.text)
+                                 .where(KBPassage.id.in_(ids))).all()) if ids else {}
+    passages = [{**p, "text": texts.get(p["id"])} if p.get("id") is not None else dict(p)
+                for p in used]
     draft_event = latest.get("draft")
     draft_details = draft_event.details if draft_event is not None else {}
     route_event = latest.get("route")

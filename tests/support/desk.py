@@ -29,18 +29,27 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+ACCEPTED = "250 Message accepted for delivery"
+
+
 @dataclass
 class Relay:
-    """An SMTP relay (aiosmtpd) that keeps every message it accepts."""
+    """An SMTP relay (aiosmtpd) that keeps every message it accepts; `answer` is what it
+    says to DATA (set a 4xx or 5xx to make it refuse), `stop()` closes its port."""
 
     port: int
     messages: list[tuple[str, list[str], bytes]] = field(default_factory=list)
     controller: Any = None
+    answer: str = ACCEPTED
+    refused: int = 0
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        if not self.answer.startswith("250"):
+            self.refused += 1
+            return self.answer
         self.messages.append((envelope.mail_from, list(envelope.rcpt_tos),
                               bytes(envelope.original_content or envelope.content)))
-        return "250 Message accepted for delivery"
+        return self.answer
 
     def start(self) -> Relay:
         from aiosmtpd.controller import Controller
@@ -52,6 +61,7 @@ class Relay:
     def stop(self) -> None:
         if self.controller is not None:
             self.controller.stop()
+            self.controller = None
 
 
 def write_desk_config(directory: Path, account: dict[str, Any], db_url: str, models: Path,
