@@ -56,7 +56,8 @@ def event_values(stage: str, outcome: str, details: dict[str, Any], *, model: st
     if stage == "parse":
         row["text_chars"] = _float(details.get("text_chars"))
     elif stage == "classify":
-        intent = details.get("intent") if isinstance(details.get("intent"), dict) else {}
+        found = details.get("intent")
+        intent: dict[str, Any] = found if isinstance(found, dict) else {}
         head = details.get("head_version")
         row.update(
             intent=_label(details, "intent"),
