@@ -350,6 +350,22 @@ def example_queries(markdown: str, dialect: str) -> list[tuple[str, str]]:
     return found
 
 
+def to_csv(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> str:
+    """The rows as CSV with a header line, as `mailbot report --csv` prints them."""
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        # Group names come from the data (mailbox names): keep a spreadsheet from reading
+        # one as a formula.
+        writer.writerow({k: (f"'{v}" if isinstance(v, str) and v[:1] in "=+-@\t\r" else v)
+                         for k, v in row.items() if k in columns})
+    return out.getvalue()
+
+
 def find_mailbox(session: Session, name: str) -> int:
     """The id of the mailbox "account/folder" (ReportError when there is none)."""
     from sqlalchemy import select

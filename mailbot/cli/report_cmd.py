@@ -127,18 +127,9 @@ def _print_table(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> None
 
 
 def _print_csv(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
-    import csv
-    import io
+    from mailbot.audit.reports import to_csv
 
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(columns), lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        # Group names come from the data (mailbox names): keep a spreadsheet from reading
-        # one as a formula.
-        writer.writerow({k: (f"'{v}" if isinstance(v, str) and v[:1] in "=+-@\t\r" else v)
-                         for k, v in row.items() if k in columns})
-    click.echo(out.getvalue(), nl=False)
+    click.echo(to_csv(columns, rows), nl=False)
 
 
 @report.command("volume")
