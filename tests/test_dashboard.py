@@ -155,6 +155,11 @@ def test_csv_downloads_are_the_reports(audit: Database, tmp_path: Path, capsys: 
         assert [line.rsplit(",", 2)[0] for line in lines] == automation
         assert [line.rsplit(",", 2)[1:] for line in lines[1:]] == [[v[1], v[3]]
                                                                      for v in volume[1:]]
+    capsys.readouterr()
+    assert run_cli(cli, ["--config", str(config), "report", "volume", "--mailbox",
+                         "support/Nowhere"]) == 64  # ExitCode.USAGE
+    assert "no such mailbox (known: shop-de/INBOX, support/Billing, support/INBOX)" in \
+        capsys.readouterr().err
     edits = client.get(f"/dashboard/edits.csv?since={SINCE}&until={UNTIL}").get_data(
         as_text=True).splitlines()
     assert edits[0] == "day,sent_edited,mean_edit_distance,median_edit_distance"

@@ -109,10 +109,20 @@ class Tile:
     detail: str = ""
 
 
-def collect(session: Session, filt: DashboardFilter,
-            models: tuple[dict[str, Any], ...] = ()) -> Figures:
-    """Run the reports the dashboard shows, by day (or by week over a long range)."""
+# The reports each CSV download needs (the page needs them all).
+NEEDS = {"volume": ("volume",), "automation": ("volume", "automation"),
+         "escalations": ("escalations",), "drafts": ("drafts",), "edits": ("drafts",),
+         "cost": ("cost",), "models": ()}
+ALL_REPORTS = ("volume", "automation", "escalations", "drafts", "cost")
+
+
+def collect(session: Session, filt: DashboardFilter, models: tuple[dict[str, Any], ...] = (),
+            needed: Sequence[str] = ALL_REPORTS) -> Figures:
+    """Run the reports the dashboard shows, by day (or by week over a long range); those
+    not `needed` are left empty."""
     def report(name: str, by: str) -> Report:
+        if name not in needed:
+            return Report(name, by, filt.since, filt.until, ())
         return build_report(session, name, by=by, since=filt.since, until=filt.until,
                             mailbox_id=filt.mailbox_id)
 
@@ -122,12 +132,15 @@ def collect(session: Session, filt: DashboardFilter,
         if (filt.until - filt.since).days > WEEKLY_AFTER_DAYS:
             by = "week"
     else:  # an open range: how long it is depends on the mail that is there
-        volume = report("volume", "day")
+        volume = build_report(session, "volume", by="day", since=filt.since,
+                              mailbox_id=filt.mailbox_id, until=filt.until)
         days = [date.fromisoformat(str(r["day"])) for r in volume.rows if r["day"]]
         first = filt.since or min(days, default=None)
         last = filt.until or (max(days) + timedelta(days=1) if days else None)
         if first and last and (last - first).days > WEEKLY_AFTER_DAYS:
             by, volume = "week", None
+        elif "volume" not in needed:
+            volume = None
     reports = {name: report(name, by) for name in ("automation", "escalations", "drafts",
                                                    "cost")}
     volume = volume or report("volume", by)
@@ -383,7 +396,7 @@ def install_dashboard(app: Flask, config: Config, database: Database) -> None:
             filt, _ = wanted(s)
             if filt.error:
                 return Response(f"{filt.error}\n", 400, mimetype="text/plain")
-            figures = collect(s, filt, models)
+            figures = collect(s, filt, models, NEEDS[chart])
         columns, rows = table(figures, chart)
         span = "-".join(filter(None, [filt.since.isoformat() if filt.since else "",
                                       filt.until.isoformat() if filt.until else ""]))
