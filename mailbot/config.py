@@ -595,6 +595,10 @@ class WebSettings(_Section):
     # Rows on one queue page.
     page_size: Annotated[int, Field(ge=10, le=1000)] = 100
     threads: Annotated[int, Field(ge=1, le=64)] = 8
+    # Serve /metrics (Prometheus) and /healthz from the desk too, to the addresses in
+    # metrics_allow only, and never to a request that came through a reverse proxy.
+    metrics: bool = False
+    metrics_allow: list[Annotated[str, Field(min_length=1)]] = ["127.0.0.1", "::1"]
 
     @model_validator(mode="after")
     def _check(self) -> WebSettings:
@@ -611,6 +615,12 @@ class WebSettings(_Section):
                 ipaddress.ip_network(proxy, strict=False)
             except ValueError:
                 raise ValueError(f"trusted_proxies: {proxy!r} is not an IP address or "
+                                 "network") from None
+        for address in self.metrics_allow:
+            try:
+                ipaddress.ip_network(address, strict=False)
+            except ValueError:
+                raise ValueError(f"metrics_allow: {address!r} is not an IP address or "
                                  "network") from None
         return self
 

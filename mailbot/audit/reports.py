@@ -88,9 +88,19 @@ def _group_sql(by: str, dialect: str, alias: str = "v") -> str:
     raise ReportError(f"--by {by!r}: expected one of {', '.join(GROUPINGS)}")
 
 
-def _window(since: date | None, until: date | None, dialect: str,
-            alias: str = "v") -> tuple[str, dict[str, Any]]:
-    clauses, params = [], {}
+@dataclass(frozen=True, slots=True)
+class Window:
+    """Which mail a report counts: the days [since, until) and, optionally, one mailbox."""
+
+    since: date | None = None
+    until: date | None = None
+    mailbox_id: int | None = None
+
+
+def _window(window: Window, dialect: str, alias: str = "v") -> tuple[str, dict[str, Any]]:
+    since, until = window.since, window.until
+    clauses: list[str] = []
+    params: dict[str, Any] = {}
     cast = "CAST(:{0} AS DATE)" if dialect == "postgresql" else ":{0}"
     if since is not None:
         clauses.append(f"{alias}.day >= {cast.format('since')}")
@@ -98,6 +108,9 @@ def _window(since: date | None, until: date | None, dialect: str,
     if until is not None:
         clauses.append(f"{alias}.day < {cast.format('until')}")
         params["until"] = until.isoformat()
+    if window.mailbox_id is not None:
+        clauses.append(f"{alias}.mailbox_id = :mailbox_id")
+        params["mailbox_id"] = window.mailbox_id
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
@@ -135,11 +148,10 @@ def _rows(session: Session, sql: str, params: dict[str, Any]) -> list[dict[str, 
 
 
 def _grouped(session: Session, view: str, sums: Sequence[tuple[str, str]], by: str,
-             since: date | None, until: date | None,
-             extra_group: Sequence[str] = ()) -> list[dict[str, Any]]:
+             window: Window, extra_group: Sequence[str] = ()) -> list[dict[str, Any]]:
     dialect = session.get_bind().dialect.name
     group = _group_sql(by, dialect)
-    where, params = _window(since, until, dialect)
+    where, params = _window(window, dialect)
     select = ", ".join(f"{expr} AS {name}" for name, expr in sums)
     extra = "".join(f", v.{c}" for c in extra_group)
     sql = (f"SELECT {group} AS grp{extra}, {select} FROM {view} v{where} "
@@ -150,7 +162,7 @@ def _grouped(session: Session, view: str, sums: Sequence[tuple[str, str]], by: s
     return rows
 
 
-def _volume(session: Session, by: str, since: date | None, until: date | None) -> Report:
+def _volume(session: Session, by: str, window: Window) -> Report:
     sums = [
         ("messages", "COUNT(*)"),
         ("handled", "SUM(v.handled)"),
@@ -161,9 +173,9 @@ def _volume(session: Session, by: str, since: date | None, until: date | None) -
         ("handed_to_person",
          "SUM(CASE WHEN v.route = 'human' OR v.handoff IS NOT NULL THEN 1 ELSE 0 END)"),
     ]
-    rows = _grouped(session, "v_messages", sums, by, since, until)
+    rows = _grouped(session, "v_messages", sums, by, window)
     columns = (by, *[name for name, _ in sums])
-    return Report("volume", by, since, until, columns,
+    return Report("volume", by, window.since, window.until, columns,
                   [{c: _int(r[c]) if c != by else r[c] for c in columns} for r in rows])
 
 
@@ -171,7 +183,7 @@ def _int(value: Any) -> int:
     return int(value or 0)
 
 
-def _automation(session: Session, by: str, since: date | None, until: date | None) -> Report:
+def _automation(session: Session, by: str, window: Window) -> Report:
     sums = [
         ("handled", "SUM(v.handled)"),
         ("drafted_small_model",
@@ -183,7 +195,7 @@ def _automation(session: Session, by: str, since: date | None, until: date | Non
          "SUM(CASE WHEN v.route = 'human' OR v.handoff IS NOT NULL THEN 1 ELSE 0 END)"),
         ("sent_unchanged", "SUM(CASE WHEN v.outcome = 'sent_unchanged' THEN 1 ELSE 0 END)"),
     ]
-    rows = _grouped(session, "v_messages", sums, by, since, until)
+    rows = _grouped(session, "v_messages", sums, by, window)
     out = []
     for r in rows:
         counts = {name: _int(r[name]) for name, _ in sums}
@@ -196,10 +208,10 @@ def _automation(session: Session, by: str, since: date | None, until: date | Non
                     "handed_to_person_share": _ratio(counts["handed_to_person"], handled)})
     columns = (by, *[n for n, _ in sums], "small_model_share", "automation_share",
                "escalated_share", "handed_to_person_share")
-    return Report("automation", by, since, until, columns, out)
+    return Report("automation", by, window.since, window.until, columns, out)
 
 
-def _escalations(session: Session, by: str, since: date | None, until: date | None) -> Report:
+def _escalations(session: Session, by: str, window: Window) -> Report:
     sums = [
         ("messages", "COUNT(DISTINCT v.message_pk)"),
         ("llm_calls", "SUM(v.llm_calls)"),
@@ -208,22 +220,22 @@ def _escalations(session: Session, by: str, since: date | None, until: date | No
         ("llm_tokens_out", "SUM(v.llm_tokens_out)"),
         ("llm_cost", "SUM(v.llm_cost)"),
     ]
-    rows = _grouped(session, "v_escalations", sums, by, since, until,
+    rows = _grouped(session, "v_escalations", sums, by, window,
                     extra_group=("reason", "action"))
     columns = (by, "reason", "action", *[n for n, _ in sums])
     out = [{by: r[by], "reason": r["reason"], "action": r["action"],
             **{n: (_round(r[n]) if n == "llm_cost" else _int(r[n])) for n, _ in sums}}
            for r in rows]
-    return Report("escalations", by, since, until, columns, out)
+    return Report("escalations", by, window.since, window.until, columns, out)
 
 
 _REJECT_REASONS = ("wrong_intent", "wrong_facts", "wrong_tone", "should_not_answer", "other")
 
 
-def _drafts(session: Session, by: str, since: date | None, until: date | None) -> Report:
+def _drafts(session: Session, by: str, window: Window) -> Report:
     dialect = session.get_bind().dialect.name
     group = _group_sql(by, dialect)
-    where, params = _window(since, until, dialect)
+    where, params = _window(window, dialect)
     sql = (f"SELECT {group} AS grp, v.outcome, v.reject_reason, v.edit_distance "
            f"FROM v_draft_outcomes v{where}")
     groups: dict[Any, dict[str, Any]] = {}
@@ -256,13 +268,13 @@ def _drafts(session: Session, by: str, since: date | None, until: date | None) -
                "handled_elsewhere", *[f"rejected_{r}" for r in _REJECT_REASONS],
                "unchanged_share", "edited_share", "rejected_share", "mean_edit_distance",
                "median_edit_distance")
-    return Report("drafts", by, since, until, columns, out)
+    return Report("drafts", by, window.since, window.until, columns, out)
 
 
-def _latency(session: Session, by: str, since: date | None, until: date | None) -> Report:
+def _latency(session: Session, by: str, window: Window) -> Report:
     dialect = session.get_bind().dialect.name
     group = _group_sql(by, dialect)
-    where, params = _window(since, until, dialect)
+    where, params = _window(window, dialect)
     sql = (f"SELECT {group} AS grp, v.time_to_draft_s, v.time_to_first_send_s "
            f"FROM v_messages v{where}")
     drafts: dict[Any, list[float]] = {}
@@ -286,10 +298,10 @@ def _latency(session: Session, by: str, since: date | None, until: date | None) 
                     "p90_first_response_s": _round(percentile(s, 90), 3)})
     columns = (by, "drafted", "median_time_to_draft_s", "p90_time_to_draft_s", "answered",
                "median_first_response_s", "p90_first_response_s")
-    return Report("latency", by, since, until, columns, out)
+    return Report("latency", by, window.since, window.until, columns, out)
 
 
-def _cost(session: Session, by: str, since: date | None, until: date | None) -> Report:
+def _cost(session: Session, by: str, window: Window) -> Report:
     sums = [
         ("handled", "SUM(v.handled)"),
         ("escalated", "SUM(v.escalated)"),
@@ -297,7 +309,7 @@ def _cost(session: Session, by: str, since: date | None, until: date | None) -> 
         ("spent_cloud", "SUM(v.llm_cost)"),
         ("all_cloud_estimate", "SUM(v.all_cloud_cost)"),
     ]
-    rows = _grouped(session, "v_messages", sums, by, since, until)
+    rows = _grouped(session, "v_messages", sums, by, window)
     out = []
     for r in rows:
         handled, spent = _int(r["handled"]), float(r["spent"] or 0)
@@ -310,10 +322,10 @@ def _cost(session: Session, by: str, since: date | None, until: date | None) -> 
                     "cost_per_email": _round(spent / handled) if handled else None})
     columns = (by, "handled", "escalated", "spent", "spent_cloud", "all_cloud_estimate",
                "saving_share", "cost_per_email")
-    return Report("cost", by, since, until, columns, out)
+    return Report("cost", by, window.since, window.until, columns, out)
 
 
-_BUILDERS: dict[str, Callable[[Session, str, date | None, date | None], Report]] = {
+_BUILDERS: dict[str, Callable[[Session, str, Window], Report]] = {
     "volume": _volume, "automation": _automation, "escalations": _escalations,
     "drafts": _drafts, "latency": _latency, "cost": _cost,
 }
@@ -338,13 +350,48 @@ def example_queries(markdown: str, dialect: str) -> list[tuple[str, str]]:
     return found
 
 
+def to_csv(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> str:
+    """The rows as CSV with a header line, as `mailbot report --csv` prints them."""
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        # Group names come from the data (mailbox names): keep a spreadsheet from reading
+        # one as a formula.
+        writer.writerow({k: (f"'{v}" if isinstance(v, str) and v[:1] in "=+-@\t\r" else v)
+                         for k, v in row.items() if k in columns})
+    return out.getvalue()
+
+
+def find_mailbox(session: Session, name: str) -> int:
+    """The id of the mailbox "account/folder" (ReportError when there is none)."""
+    from sqlalchemy import select
+
+    from mailbot.db.models import Account, Mailbox
+
+    account, _, folder = name.partition("/")
+    found = session.scalar(select(Mailbox.id).join(Account, Account.id == Mailbox.account_id)
+                           .where(Account.name == account, Mailbox.name == folder))
+    if found is None:
+        known = [f"{a}/{m}" for a, m in session.execute(
+            select(Account.name, Mailbox.name).join(Account, Account.id == Mailbox.account_id)
+            .order_by(Account.name, Mailbox.name))]
+        raise ReportError(f"--mailbox {name!r}: no such mailbox (known: "
+                          f"{', '.join(known) or 'none yet'})")
+    return int(found)
+
+
 def build_report(session: Session, name: str, *, by: str = "day", since: date | None = None,
-                 until: date | None = None) -> Report:
-    """The report `name` (one of REPORTS) grouped `by` over the days [since, until)."""
+                 until: date | None = None, mailbox_id: int | None = None) -> Report:
+    """The report `name` (one of REPORTS) grouped `by` over the days [since, until), of
+    every mailbox or of `mailbox_id` only."""
     if name not in _BUILDERS:
         raise ReportError(f"unknown report {name!r}: expected one of {', '.join(REPORTS)}")
     if by not in GROUPINGS:
         raise ReportError(f"--by {by!r}: expected one of {', '.join(GROUPINGS)}")
     if since and until and until <= since:
         raise ReportError("--until must be a later day than --since")
-    return _BUILDERS[name](session, by, since, until)
+    return _BUILDERS[name](session, by, Window(since, until, mailbox_id))

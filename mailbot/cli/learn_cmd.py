@@ -116,7 +116,7 @@ def _print_outcome(outcome: Any) -> None:
 def history(name: str, as_json: bool) -> int:
     """List the recorded versions of a head with their metrics; the one in service is marked."""
     from mailbot.classify.store import HeadStore
-    from mailbot.learn.versions import serving
+    from mailbot.learn.versions import history_row, serving
 
     config = get_state().config
     database = _database(config)
@@ -126,7 +126,7 @@ def history(name: str, as_json: bool) -> int:
         current = serving(store, name)
     finally:
         database.dispose()
-    rows = [_history_row(r, current is not None and r.id == current.id) for r in records]
+    rows = [history_row(r, current is not None and r.id == current.id) for r in records]
     if as_json:
         emit_json({"head": name, "serving": current.version if current else "seed",
                    "versions": rows})
@@ -146,19 +146,6 @@ def history(name: str, as_json: bool) -> int:
     if current is None:
         click.echo("* none: the seed head is in service")
     return int(ExitCode.OK)
-
-
-def _history_row(record: Any, is_serving: bool) -> dict[str, Any]:
-    metrics = record.metrics
-    after = (metrics.get("learn") or {}).get("after") or {}
-    return {
-        "version": record.version, "created_at": record.created_at.isoformat(),
-        "promoted": record.promoted, "serving": is_serving,
-        "source": str(metrics.get("source") or ""), "examples": metrics.get("examples"),
-        "cv_accuracy": metrics.get("cv_accuracy"), "holdout_accuracy": after.get("accuracy"),
-        "escalated": after.get("escalated"), "thresholds": metrics.get("thresholds") or None,
-        "sources": (metrics.get("learn") or {}).get("sources"),
-    }
 
 
 @click.command("rollback")

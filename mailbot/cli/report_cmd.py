@@ -50,13 +50,19 @@ def _view_options(func: Any) -> Any:
                              "mailbox.")(func)
     func = click.option("--until", type=_DATE, default=None,
                         help="Day to stop before (YYYY-MM-DD, UTC, exclusive).")(func)
+    func = _mailbox_option(func)
     return click.option("--since", type=_DATE, default=None,
                         help="First day to count (YYYY-MM-DD, UTC); default: all.")(func)
 
 
+def _mailbox_option(func: Any) -> Any:
+    return click.option("--mailbox", default=None, metavar="ACCOUNT/FOLDER",
+                        help="Only mail that arrived in this mailbox, e.g. support/INBOX.")(func)
+
+
 def _view_report(name: str, since: datetime | None, until: datetime | None, by: str,
-                 as_json: bool, as_csv: bool) -> int:
-    from mailbot.audit.reports import ReportError, build_report, store_prices
+                 as_json: bool, as_csv: bool, mailbox: str | None = None) -> int:
+    from mailbot.audit.reports import ReportError, build_report, find_mailbox, store_prices
 
     if as_json and as_csv:
         raise click.UsageError("choose one of --json and --csv")
@@ -68,7 +74,9 @@ def _view_report(name: str, since: datetime | None, until: datetime | None, by: 
     try:
         _refresh_prices(database, config, store_prices)
         with database.session() as session:
-            result = build_report(session, name, by=by, since=first, until=last)
+            mailbox_id = find_mailbox(session, mailbox) if mailbox else None
+            result = build_report(session, name, by=by, since=first, until=last,
+                                  mailbox_id=mailbox_id)
     except ReportError as exc:
         raise click.UsageError(str(exc)) from None
     finally:
@@ -119,58 +127,49 @@ def _print_table(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> None
 
 
 def _print_csv(columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
-    import csv
-    import io
+    from mailbot.audit.reports import to_csv
 
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(columns), lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        # Group names come from the data (mailbox names): keep a spreadsheet from reading
-        # one as a formula.
-        writer.writerow({k: (f"'{v}" if isinstance(v, str) and v[:1] in "=+-@\t\r" else v)
-                         for k, v in row.items() if k in columns})
-    click.echo(out.getvalue(), nl=False)
+    click.echo(to_csv(columns, rows), nl=False)
 
 
 @report.command("volume")
 @_view_options
-def volume(since: datetime | None, until: datetime | None, by: str, as_csv: bool,
-           as_json: bool) -> int:
+def volume(since: datetime | None, until: datetime | None, mailbox: str | None,
+           by: str, as_csv: bool, as_json: bool) -> int:
     """Emails that arrived: handled, skipped, failed, drafted, escalated, given to a person."""
-    return _view_report("volume", since, until, by, as_json, as_csv)
+    return _view_report("volume", since, until, by, as_json, as_csv, mailbox)
 
 
 @report.command("automation")
 @_view_options
-def automation(since: datetime | None, until: datetime | None, by: str, as_csv: bool,
-               as_json: bool) -> int:
+def automation(since: datetime | None, until: datetime | None, mailbox: str | None,
+               by: str, as_csv: bool, as_json: bool) -> int:
     """Shares of handled mail drafted by the small model, the cloud LLM, or given to a person."""
-    return _view_report("automation", since, until, by, as_json, as_csv)
+    return _view_report("automation", since, until, by, as_json, as_csv, mailbox)
 
 
 @report.command("escalations")
 @_view_options
-def escalations(since: datetime | None, until: datetime | None, by: str, as_csv: bool,
-                as_json: bool) -> int:
+def escalations(since: datetime | None, until: datetime | None, mailbox: str | None,
+                by: str, as_csv: bool, as_json: bool) -> int:
     """Why mail left the small model, with the cloud LLM's calls, failures, tokens and cost."""
-    return _view_report("escalations", since, until, by, as_json, as_csv)
+    return _view_report("escalations", since, until, by, as_json, as_csv, mailbox)
 
 
 @report.command("drafts")
 @_view_options
-def drafts(since: datetime | None, until: datetime | None, by: str, as_csv: bool,
-           as_json: bool) -> int:
+def drafts(since: datetime | None, until: datetime | None, mailbox: str | None,
+           by: str, as_csv: bool, as_json: bool) -> int:
     """What became of the drafts: sent unchanged, edited (and how much), rejected, discarded."""
-    return _view_report("drafts", since, until, by, as_json, as_csv)
+    return _view_report("drafts", since, until, by, as_json, as_csv, mailbox)
 
 
 @report.command("latency")
 @_view_options
-def latency(since: datetime | None, until: datetime | None, by: str, as_csv: bool,
-            as_json: bool) -> int:
+def latency(since: datetime | None, until: datetime | None, mailbox: str | None,
+            by: str, as_csv: bool, as_json: bool) -> int:
     """Time from arrival to the draft and to the first reply sent: median and 90th percentile."""
-    return _view_report("latency", since, until, by, as_json, as_csv)
+    return _view_report("latency", since, until, by, as_json, as_csv, mailbox)
 
 
 @report.command("cost")
@@ -182,21 +181,22 @@ def latency(since: datetime | None, until: datetime | None, by: str, as_csv: boo
 @click.option("--by", type=click.Choice(_GROUPINGS), default=None,
               help="Group by day, week, intent, language or mailbox (the views' figures).")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV (implies --by day).")
+@_mailbox_option
 @json_option
 def cost(since: datetime | None, until: datetime | None, by: str | None, as_csv: bool,
-         as_json: bool) -> int:
+         mailbox: str | None, as_json: bool) -> int:
     """Messages handled, share escalated, money spent, and the saving against all-cloud.
 
     "All-cloud" is what the same mail would have cost sent entirely to the cloud model: the
     recorded tokens of escalated mail, and for the rest the text length at cost.chars_per_token
     plus cost.prompt_overhead_tokens in and cost.typical_output_tokens out, at the configured
     prices. Without --by the events of the window are counted (as the budget counts them);
-    with --by each message's costs belong to the day it arrived, as in v_daily.
+    with --by (or --mailbox) each message's costs belong to the day it arrived, as in v_daily.
     """
     from mailbot.audit.cost import cost_report
 
-    if by is not None or as_csv:
-        return _view_report("cost", since, until, by or "day", as_json, as_csv)
+    if by is not None or as_csv or mailbox:
+        return _view_report("cost", since, until, by or "day", as_json, as_csv, mailbox)
     config = get_state().config
     settings = config.cost
     start, end = _midnight(since, settings.timezone), _midnight(until, settings.timezone)

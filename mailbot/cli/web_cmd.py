@@ -50,6 +50,8 @@ def web(host: str | None, port: int | None) -> int:
     bind_host = host or config.web.host
     bind_port = port or config.web.port
     click.echo(f"mailbot desk on http://{bind_host}:{bind_port}/", err=True)
+    # Proxy headers reach the desk as sent: it trusts none of them, and /metrics refuses
+    # a request that carries one (it came through a reverse proxy).
     serve(app, host=bind_host, port=bind_port, threads=config.web.threads, ident="mailbot",
-          trusted_proxy=None, clear_untrusted_proxy_headers=True)
+          trusted_proxy=None, clear_untrusted_proxy_headers=False)
     return int(ExitCode.OK)

@@ -8,6 +8,7 @@ change at its next refresh and loads the head it names.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from mailbot.audit.events import record_event
 from mailbot.classify.store import HeadRecord, HeadStore
@@ -29,6 +30,20 @@ class Rollback:
 def serving(store: HeadStore, name: str, encoder_version: str | None = None) -> HeadRecord | None:
     """The recorded version in service, or None when the seed head is."""
     return store.newest_promoted(name, encoder_version)
+
+
+def history_row(record: HeadRecord, is_serving: bool) -> dict[str, Any]:
+    """One version as `mailbot model history` and the dashboard show it, with its metrics."""
+    metrics = record.metrics
+    after = (metrics.get("learn") or {}).get("after") or {}
+    return {
+        "version": record.version, "created_at": record.created_at.isoformat(),
+        "promoted": record.promoted, "serving": is_serving,
+        "source": str(metrics.get("source") or ""), "examples": metrics.get("examples"),
+        "cv_accuracy": metrics.get("cv_accuracy"), "holdout_accuracy": after.get("accuracy"),
+        "escalated": after.get("escalated"), "thresholds": metrics.get("thresholds") or None,
+        "sources": (metrics.get("learn") or {}).get("sources"),
+    }
 
 
 def rollback(store: HeadStore, name: str, version: str | None = None, *,

@@ -111,6 +111,11 @@ def create_app(config: Config, database: Database) -> Flask:
     from mailbot.web.actions import install_actions
 
     install_actions(app, config, database)
+    from mailbot.web.dashboard import install_dashboard
+    from mailbot.web.metrics import install_metrics
+
+    install_dashboard(app, config, database)
+    install_metrics(app, config, database)
     return app
 
 
