@@ -108,8 +108,21 @@ class Worker:
                      report.raw, report.messages)
 
     def learn(self) -> None:
-        """Retrain the heads from labelled mail (a scheduled job); the classifier in this
-        worker picks up what is promoted at its next refresh."""
+        """Retrain the heads from labelled mail (a scheduled job), in a child process when
+        the configuration came from a file; this worker's classifier picks up what is
+        promoted at its next refresh."""
+        if self.config.source:
+            from mailbot.learn.child import learn_in_child
+
+            try:
+                found = learn_in_child(self.config.source)
+            except MailbotError as exc:
+                log.warning("learning could not run: %s", exc)
+                return
+            for row in found:
+                log.info("learn %s: %s %s (%s)", row.get("head"), row.get("action"),
+                         row.get("version") or "", row.get("reason"))
+            return
         from mailbot.classify.stage import ClassifyStage
         from mailbot.learn.loop import run_learning
 

@@ -412,3 +412,27 @@ def test_the_worker_learns_on_its_schedule_and_serves_the_promoted_head(
     stage.run_many([])  # nothing to classify: the refresh alone
     stage.classifier.refresh()
     assert stage.classifier.heads["intent"].version == promoted.version
+
+
+def test_only_one_learning_run_at_a_time_across_processes(
+    database: Database, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    from mailbot.learn.lock import LearningBusy, learning_lock
+
+    config = tmp_path / "mailbot.toml"
+    config.write_text(f'data_dir = "{tmp_path / "var"}"\n[database]\n'
+                      f'url = "{database.engine.url.render_as_string(hide_password=False)}"\n')
+    with learning_lock(database, tmp_path / "var"):
+        with pytest.raises(LearningBusy), learning_lock(database, tmp_path / "var"):
+            pass
+        # An admin's `mailbot learn` while the daemon's run holds the lock: refused at once,
+        # with the reason and "try again later", before any model is loaded.
+        done = subprocess.run([sys.executable, "-m", "mailbot", "--config", str(config),
+                               "learn"], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 75, done.stderr
+        assert "another learning run is in progress" in done.stderr
+    with learning_lock(database, tmp_path / "var"):  # released: the next run may go
+        pass

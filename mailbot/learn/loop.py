@@ -48,6 +48,7 @@ from mailbot.learn.evaluate import (
     score,
     worse_beyond_margin,
 )
+from mailbot.learn.lock import learning_lock
 from mailbot.learn.versions import LEARN_STAGE
 
 log = logging.getLogger(__name__)
@@ -290,10 +291,12 @@ def _sources(sources: dict[str, int]) -> str:
 def run_learning(config: Config, database: Database, encoder: TextEncoder | None = None, *,
                  names: Sequence[str] = HEAD_NAMES, force: bool = False, promote: bool = True,
                  progress: Progress = _quiet_progress) -> list[HeadOutcome]:
-    """One learning run (the CLI command and the daemon's job call this)."""
-    if encoder is None:
-        from mailbot.engine import ModelRegistry
+    """One learning run (the CLI command and the daemon's job call this); `LearningBusy`
+    when another one holds the lock."""
+    with learning_lock(database, config.data_path):
+        if encoder is None:
+            from mailbot.engine import ModelRegistry
 
-        encoder = ModelRegistry(config.models, config.models_path).encoder()
-    learner = Learner(config, database, encoder, progress=progress)
-    return learner.run(names, force=force, promote=promote)
+            encoder = ModelRegistry(config.models, config.models_path).encoder()
+        learner = Learner(config, database, encoder, progress=progress)
+        return learner.run(names, force=force, promote=promote)
