@@ -134,6 +134,7 @@ def train_from_examples(
     options: TrainOptions = DEFAULT_OPTIONS,
     progress: Progress = _quiet_progress,
     vectors: np.ndarray | None = None,
+    calibration_rows: np.ndarray | None = None,
 ) -> Head:
     """Embed the examples (unless given) and train a head; intent heads also learn label names."""
     if vectors is None:
@@ -151,6 +152,7 @@ def train_from_examples(
         label_vectors=label_vectors,
         options=options,
         progress=progress,
+        calibration_rows=calibration_rows,
     )
     head.encoder, head.encoder_version = encoder.name, encoder.version
     return head

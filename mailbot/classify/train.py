@@ -54,6 +54,8 @@ class TrainOptions:
 
 
 DEFAULT_OPTIONS = TrainOptions()
+# Fewer trusted rows than this say too little about calibration: all rows are used instead.
+MIN_CALIBRATION_ROWS = 100
 
 
 def _quiet_progress(_message: str) -> None:
@@ -143,8 +145,13 @@ def train_head(
     label_vectors: dict[str, np.ndarray] | None = None,
     options: TrainOptions = DEFAULT_OPTIONS,
     progress: Progress = _quiet_progress,
+    calibration_rows: np.ndarray | None = None,
 ) -> Head:
-    """Train a calibrated head on embedded examples; `label_vectors` adds label-name examples."""
+    """Train a calibrated head on embedded examples; `label_vectors` adds label-name examples.
+
+    `calibration_rows` (a boolean mask) names the examples whose labels are trusted enough
+    to calibrate the confidence on (at least MIN_CALIBRATION_ROWS of them; else all rows).
+    """
     started = time.monotonic()
     counts = Counter(labels)
     if len(counts) < 2:
@@ -193,7 +200,12 @@ def train_head(
 
     mix = choose_mix(embed_oof, lexical_oof, y) if options.lexical else 1.0
     combined = mix * embed_oof + (1 - mix) * lexical_oof
-    temperature = fit_temperature(combined, y)
+    trusted = calibration_rows if calibration_rows is not None else np.ones(n, bool)
+    if trusted.sum() < MIN_CALIBRATION_ROWS:
+        trusted = np.ones(n, bool)
+    # Fitted on the rows whose labels are trusted: fitted on noisy labels (the cloud model
+    # is wrong now and then), the confidence learns to doubt right answers too.
+    temperature = fit_temperature(combined[trusted], y[trusted])
     oof_probs = softmax(combined / temperature)
     oof_oos = np.sort(oos_scores(oof_probs, similarity))
     oos_model = None

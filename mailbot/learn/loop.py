@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 from sqlalchemy import select, update
 
 from mailbot.audit.events import record_event
@@ -169,9 +170,12 @@ class Learner:
                           lexical=len(train) <= settings.lexical_max_examples)
         try:
             with _one_blas_thread():
+                # The cloud model's labels train the head but do not calibrate it: it is
+                # wrong now and then, and a confidence fitted to its mistakes is too low.
+                trusted = np.array([e.source != TEACHER for e in train], bool)
                 candidate = train_from_examples(name, data.examples(train), self.encoder,
                                                 options=options, progress=self.progress,
-                                                vectors=vectors)
+                                                vectors=vectors, calibration_rows=trusted)
         except TrainingDataError as exc:
             outcome.reason = str(exc)
             return self._done(outcome, started)
