@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -92,7 +93,9 @@ class Tally:
     drafts_missing: int  # drafted messages without exactly one draft in Drafts
     drafts_extra: int  # drafts in Drafts beyond one per drafted message
     llm_calls: int
-    paid_twice: int  # cloud requests the provider billed more than once
+    # Cloud calls the provider billed more than once for one message and task, whether the
+    # same request was sent again or the message was planned a second time.
+    paid_twice: int
     budget_overrun: float
     stuck: int  # messages or outbox rows not settled
     statuses: dict[str, int]
@@ -242,6 +245,7 @@ class Cluster:
         from sqlalchemy import func, select
 
         from mailbot.db.drafts import DraftRecord
+        from mailbot.db.llm_records import LLMRequest
         from mailbot.db.models import Event, Message
 
         database = self._db()
@@ -253,6 +257,9 @@ class Cluster:
                 tokens = list(session.scalars(
                     select(DraftRecord.token).join(Message, Message.id == DraftRecord.message_pk)
                     .where(Message.status == "drafted")))
+                requests = {row.id: (row.message_pk, row.task.split("@")[0]) for row in
+                            session.execute(select(LLMRequest.id, LLMRequest.message_pk,
+                                                   LLMRequest.task))}
                 spent = float(session.scalar(
                     select(func.coalesce(func.sum(Event.cost), 0.0))
                     .where(Event.stage == "llm")) or 0.0)
@@ -266,10 +273,16 @@ class Cluster:
         extra = sum(max(0, n - 1) for n in in_folder.values()) + sum(
             n for token, n in in_folder.items() if token not in set(tokens))
         paid = self.llm.paid
+        per_message: Counter[object] = Counter()
+        for key, n in paid.items():
+            found = re.fullmatch(r"mailbot-(\d+)-(.+)", key)
+            request = requests.get(int(found.group(1))) if found else None
+            per_message[request or key] += n
         return Tally(
             messages=self.appended, ledger=len(rows), duplicates=duplicates,
             drafted=statuses["drafted"], drafts_missing=missing, drafts_extra=extra,
-            llm_calls=sum(paid.values()), paid_twice=sum(1 for n in paid.values() if n > 1),
+            llm_calls=sum(paid.values()),
+            paid_twice=sum(1 for n in per_message.values() if n > 1),
             budget_overrun=max(0.0, spent - self.daily_budget) if self.daily_budget else 0.0,
             stuck=self.unsettled(), statuses=dict(statuses))
 
