@@ -200,9 +200,8 @@ def train_head(
 
     mix = choose_mix(embed_oof, lexical_oof, y) if options.lexical else 1.0
     combined = mix * embed_oof + (1 - mix) * lexical_oof
-    trusted = calibration_rows if calibration_rows is not None else np.ones(n, bool)
-    if trusted.sum() < MIN_CALIBRATION_ROWS:
-        trusted = np.ones(n, bool)
+    enough = calibration_rows is not None and calibration_rows.sum() >= MIN_CALIBRATION_ROWS
+    trusted = calibration_rows if enough else np.ones(n, bool)
     # Fitted on the rows whose labels are trusted: fitted on noisy labels (the cloud model
     # is wrong now and then), the confidence learns to doubt right answers too.
     temperature = fit_temperature(combined[trusted], y[trusted])

@@ -88,16 +88,16 @@ class RouteStage:
                 own_addresses=self.own_addresses,
             )
             reasons = apply_rules(data, self.settings)
-            if not reasons and in_quality_sample(case.message_pk, message,
-                                                 self.settings.quality_sample):
+            # A sample is never worth a person's time: only taken when the cloud can be used.
+            if (not reasons
+                    and in_quality_sample(case.message_pk, message, self.settings.quality_sample)
+                    and self._cloud_block(case.account, case.mailbox) is None):
                 reasons = [RouteReason(
                     "quality_sample", "a sample of the mail the small model answers alone, "
                     "for the cloud LLM to answer and teach it (route.quality_sample)", LLM,
                     {"share": self.settings.quality_sample})]
             wants_cloud = any(r.action == LLM for r in reasons)
             block = self._cloud_block(case.account, case.mailbox) if wants_cloud else None
-            if block is not None and [r.code for r in reasons] == ["quality_sample"]:
-                reasons, block = [], None  # a sample is never worth a person's time
             steps.append(self._step(case, decide(reasons, cloud_block=block)))
         return steps
 
