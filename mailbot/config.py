@@ -651,6 +651,10 @@ class LearnSettings(_Section):
     # model would keep is expected to be right this often (by its calibrated confidence,
     # over the last `calibration_messages` messages, labelled or not).
     target_accuracy: Annotated[float, Field(gt=0, le=1)] = 0.95
+    # How sure that expectation must be (one-sided): the calibration was checked on a
+    # limited number of trusted labels, so the mean confidence must exceed the target by
+    # that check's standard error times this level's normal quantile (0.5 = no margin).
+    confidence_level: Annotated[float, Field(ge=0.5, lt=1)] = 0.95
     calibration_messages: Annotated[int, Field(ge=10)] = 2000
     # Bounds of that threshold.
     min_confidence_floor: Annotated[float, Field(ge=0, le=1)] = 0.3

@@ -14,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from sqlalchemy import delete, select, update
 
@@ -382,6 +383,28 @@ def test_the_router_uses_the_threshold_learned_with_the_head() -> None:
     assert reason.code == "low_confidence" and reason.details["threshold"] == 0.8
     assert confidence_rule(_route_input(with_(unsure, min_confidence=0.4)),
                            RouteSettings(min_intent_confidence=0.7)) == []
+
+
+def test_with_few_trusted_labels_the_threshold_keeps_a_safety_margin() -> None:
+    from mailbot.learn.evaluate import Predictions, calibration_margin, choose_min_confidence
+
+    # Recent mail whose calibrated confidences spread evenly from 0.80 to 0.999.
+    rng = np.random.default_rng(0)
+    confidence = np.sort(rng.uniform(0.80, 0.999, 2000))
+    traffic = Predictions(["a"] * 2000, confidence, np.zeros(2000))
+    plain = choose_min_confidence(traffic, 0.5, target=0.95, floor=0.3, ceiling=0.99)
+    # Calibration checked on 770 trusted examples (ten per intent): at 95% confidence the
+    # kept mail's mean confidence must reach about 0.963, so more mail goes to the cloud.
+    margin = calibration_margin(770, 0.95, 0.95)
+    assert 0.012 < margin < 0.014
+    careful = choose_min_confidence(traffic, 0.5, target=0.95, floor=0.3, ceiling=0.99,
+                                    margin=margin)
+    assert careful > plain
+    kept = confidence[confidence >= careful]
+    assert kept.mean() >= 0.95 + margin and (confidence >= plain).sum() > len(kept)
+    # As people's labels add trusted rows the margin shrinks towards none.
+    assert calibration_margin(20_000, 0.95, 0.95) < margin / 5
+    assert calibration_margin(770, 0.95, 0.5) == 0.0 == calibration_margin(0, 0.95, 0.95)
 
 
 def _route_input(classification: Any) -> Any:

@@ -201,7 +201,8 @@ def train_head(
     mix = choose_mix(embed_oof, lexical_oof, y) if options.lexical else 1.0
     combined = mix * embed_oof + (1 - mix) * lexical_oof
     enough = calibration_rows is not None and calibration_rows.sum() >= MIN_CALIBRATION_ROWS
-    trusted = calibration_rows if enough else np.ones(n, bool)
+    trusted = (calibration_rows if enough and calibration_rows is not None
+               else np.ones(n, bool))
     # Fitted on the rows whose labels are trusted: fitted on noisy labels (the cloud model
     # is wrong now and then), the confidence learns to doubt right answers too.
     temperature = fit_temperature(combined[trusted], y[trusted])
@@ -227,6 +228,7 @@ def train_head(
         "cv_ece_uncalibrated": round(expected_calibration_error(softmax(combined), y), 4),
         "mix": mix,
         "temperature": round(temperature, 4),
+        "calibration_rows": int(trusted.sum()),
         "train_seconds": round(time.monotonic() - started, 1),
     }
     log.info("trained %s head: %s", name, metrics)

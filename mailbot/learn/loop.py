@@ -44,6 +44,7 @@ from mailbot.learn.embeddings import EmbeddingCache
 from mailbot.learn.evaluate import (
     HeadScore,
     Thresholds,
+    calibration_margin,
     choose_min_confidence,
     predict,
     score,
@@ -251,9 +252,17 @@ class Learner:
                else head.oos_threshold(self.config.classifier.oos_false_rejection))
         if traffic is None:
             return Thresholds(self.config.route.min_intent_confidence, oos)
+        metrics = head.metrics or {}
+        rows = int(metrics.get("calibration_rows") or metrics.get("examples") or 0)
+        margin = calibration_margin(rows, settings.target_accuracy, settings.confidence_level)
         min_conf = choose_min_confidence(
             predict(head, *traffic), oos, target=settings.target_accuracy,
-            floor=settings.min_confidence_floor, ceiling=settings.min_confidence_ceiling)
+            floor=settings.min_confidence_floor, ceiling=settings.min_confidence_ceiling,
+            margin=margin)
+        log.info("intent confidence threshold %.2f: kept mail expected right %.3f of the time "
+                 "(target %.3f plus %.3f for %d trusted calibration rows at level %.2f)",
+                 min_conf, settings.target_accuracy + margin, settings.target_accuracy,
+                 margin, rows, settings.confidence_level)
         return Thresholds(min_conf, oos)
 
     def _record(self, outcome: HeadOutcome, data: TrainingSet) -> dict[str, Any]:
