@@ -352,6 +352,75 @@ def test_every_server_action_is_an_outbox_row_done_once(
     assert len({r.key for r in rows}) == 3
 
 
+def test_a_worker_helping_on_a_busy_mailbox_delivers_drafts_and_leaves_flags_to_the_holder(
+    sqlite_database: Database, imap_user: ImapUser
+) -> None:
+    from email.message import EmailMessage
+
+    from mailbot.compose.mime import TOKEN_HEADER
+    from mailbot.db.drafts import DraftRecord
+    from mailbot.outbox.queue import enqueue, enqueue_draft
+
+    imap_user.append_many([support_email(i) for i in range(3)])
+    account = imap_user.account_settings(processed_action="flag")
+    worker = make_worker(sqlite_database, account)
+    worker.poll_all()  # the three are in the ledger and flagged
+    tokens = [f"helper-{i}" for i in range(2)]
+    with sqlite_database.session() as session:
+        messages = session.scalars(select(Message).order_by(Message.uid)).all()
+        for message, token in zip(messages, tokens, strict=False):
+            reply = EmailMessage()
+            reply["Subject"], reply[TOKEN_HEADER] = "Re: your order", token
+            reply.set_content("Thank you, we are on it.")
+            draft = DraftRecord(message_pk=message.id, token=token, subject="Re: your order",
+                                reply_message_id=f"<{token}@mailbot>", body="Thank you.",
+                                mime=reply.as_bytes())
+            session.add(draft)
+            session.flush()
+            enqueue_draft(session, message, draft, "")
+        enqueue(session, kind="flag", key="flag:helper", mailbox_id=messages[0].mailbox_id,
+                message_pk=messages[0].id, payload={"flag": "$Helper"})
+        mailbox_id = messages[0].mailbox_id
+        # Another worker, on another host, holds the mailbox's lease.
+        lease = leases.acquire(session, mailbox_id, "elsewhere:1:other:abc", 300)
+    assert lease is not None
+
+    [report] = worker.poll_all()
+    assert report.lease_held_by == "elsewhere:1:other:abc" and report.fetched == 0
+    # The helper appended the drafts over its own connection, each once...
+    assert report.drafts_delivered == 2
+    in_drafts = sorted(draft_tokens(imap_user))
+    assert in_drafts == tokens
+    # ...and left the flag, which names a UID, to the worker that holds the lease.
+    assert all(b"$Helper" not in flags for flags in inbox(imap_user).values())
+    with sqlite_database.session() as session:
+        states = dict(session.execute(select(OutboxEntry.key, OutboxEntry.state)).all())
+    assert states["flag:helper"] == "pending"
+    assert {states[f"draft:{t}"] for t in tokens} == {"done"}
+
+    with sqlite_database.session() as session:
+        leases.release(session, lease)
+    [report] = worker.poll_all()  # now it holds the lease itself
+    assert report.lease_held_by is None
+    assert b"$Helper" in inbox(imap_user)[messages[0].uid]
+    assert sorted(draft_tokens(imap_user)) == tokens  # nothing appended twice
+
+
+def draft_tokens(user: ImapUser) -> list[str]:
+    from email import message_from_bytes, policy
+
+    from mailbot.compose.mime import TOKEN_HEADER
+
+    with user.client() as client:
+        if not client.folder_exists("Drafts"):
+            return []
+        client.select_folder("Drafts", readonly=True)
+        uids = client.search("ALL")
+        fetched = client.fetch(uids, ["BODY.PEEK[HEADER]"]) if uids else {}
+    return [str(message_from_bytes(f[b"BODY[HEADER]"], policy=policy.default)[TOKEN_HEADER])
+            for f in fetched.values()]
+
+
 # --- IDLE -----------------------------------------------------------------------------------
 
 

@@ -45,7 +45,7 @@ from mailbot.ingest.ledger import (
     sha256_hex,
 )
 from mailbot.outbox.drainer import DrainSettings, OutboxDrainer
-from mailbot.outbox.queue import enqueue_server_action
+from mailbot.outbox.queue import enqueue_server_action, hand_over
 from mailbot.pipeline.runner import Pipeline
 
 if TYPE_CHECKING:
@@ -279,6 +279,26 @@ class MailboxSync:
     def _help(self, report: PollReport) -> None:
         with self._escalating(report):
             report.processed += self.pipeline.process_pending(self.mailbox_id, stop=self.stop)
+        self._help_deliver(report)
+
+    def _help_deliver(self, report: PollReport) -> None:
+        """Append the waiting drafts over a connection of this worker's own, so several
+        workers on one busy mailbox do not queue behind the lease holder's one connection.
+        Flags and moves stay with the lease holder. A failure here is only logged: the
+        rows go back to the queue at once and the holder (or the next help) performs them."""
+        if self.stop.is_set() or not self.drainer.has_due():
+            return
+        try:
+            with session_for(self.account, self.account.resolve_password()) as client:
+                done = self.drainer.drain(client, kinds=OutboxDrainer.DRAFT_KINDS)
+        except (*_TRANSIENT_IMAP, MailboxError) as exc:
+            log.info("%s/%s: could not deliver drafts while helping (%s); the lease holder "
+                     "will", self.account.name, self.folder, _text(exc) or type(exc).__name__)
+            with self.db.session() as session:
+                hand_over(session, self.owner, self.mailbox_id)
+            return
+        report.drafts_delivered += done.drafts
+        report.notes.extend(done.errors)
 
     def _check(self) -> None:
         if self._keeper is not None:

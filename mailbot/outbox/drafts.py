@@ -1,7 +1,9 @@
 """Drafts into the account's Drafts folder, exactly once, and the folder found by its flag.
 
-Each draft carries a token header. Before an APPEND the folder is searched for the token,
-so a crash between the APPEND and the local record of it never leaves two drafts.
+Each draft carries a token header. Before an APPEND that was tried before (a crash between
+the APPEND and the local record of it, a lost connection) the folder is searched for the
+token, so a retry never leaves two drafts; a first try goes straight to the APPEND, which
+needs no folder selected and no search through every draft already there.
 """
 
 from __future__ import annotations
@@ -62,16 +64,29 @@ def remove_drafts(client: IMAPClient, folder: str, token: str) -> int:
     return len(stale)
 
 
-def append_draft(client: IMAPClient, folder: str, token: str, mime: bytes
+def append_draft(client: IMAPClient, folder: str, token: str, mime: bytes, *,
+                 tried_before: bool = True, known_folders: set[str] | None = None
                  ) -> tuple[int | None, bool]:
-    """APPEND the draft with \\Draft unless the folder has it already: (UID, appended)."""
-    if not client.folder_exists(folder):
-        client.create_folder(folder)
-    client.select_folder(folder)
-    uid = find_by_header(client, TOKEN_HEADER, token)
-    if uid is not None:
-        return uid, False
+    """APPEND the draft with \\Draft unless the folder has it already: (UID, appended).
+
+    `tried_before` False (the outbox row's first attempt, counted before it started) skips
+    the search: nothing can have put that token there yet. `known_folders` remembers the
+    folders seen to exist, so a drain of many drafts asks the server once.
+    """
+    if known_folders is None or folder not in known_folders:
+        if not client.folder_exists(folder):
+            client.create_folder(folder)
+        if known_folders is not None:
+            known_folders.add(folder)
+    if tried_before:
+        client.select_folder(folder)
+        uid = find_by_header(client, TOKEN_HEADER, token)
+        if uid is not None:
+            return uid, False
     response: Any = client.append(folder, mime, flags=[b"\\Draft"])
     failpoint("draft.after_append")
     match = _APPENDUID.search(response if isinstance(response, bytes) else b"")
-    return (int(match.group(1)) if match else find_by_header(client, TOKEN_HEADER, token)), True
+    if match:
+        return int(match.group(1)), True
+    client.select_folder(folder)  # a server without UIDPLUS: find the UID by the token
+    return find_by_header(client, TOKEN_HEADER, token), True

@@ -29,7 +29,7 @@ from mailbot.db.session import Database
 from mailbot.failpoints import failpoint
 from mailbot.outbox import actions
 from mailbot.outbox.drafts import append_draft, drafts_folder, remove_drafts
-from mailbot.outbox.queue import Job, claim, complete, fail, release
+from mailbot.outbox.queue import Job, claim, complete, fail, has_due, release
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,10 @@ class OutboxDrainer:
     """Performs the drafts, flags and moves of one mailbox."""
 
     KINDS = (OutboxKind.APPEND_DRAFT, OutboxKind.REMOVE_DRAFT, OutboxKind.FLAG, OutboxKind.MOVE)
+    # What a worker that does not hold the mailbox's lease may perform: drafts go to their
+    # own folder by token, whatever UIDs the synced folder has. Flags and moves name UIDs
+    # and stay with the lease holder, which knows the folder's current UIDVALIDITY.
+    DRAFT_KINDS = (OutboxKind.APPEND_DRAFT, OutboxKind.REMOVE_DRAFT)
 
     def __init__(self, database: Database, mailbox_id: int, folder: str, owner: str,
                  settings: DrainSettings | None = None, *, drafts_folder: str = "") -> None:
@@ -88,13 +92,22 @@ class OutboxDrainer:
         self.settings = settings or DrainSettings()
         self.configured_drafts = drafts_folder
         self._drafts_folder: str | None = None
+        self._known_folders: set[str] = set()
 
-    def drain(self, client: IMAPClient) -> DrainReport:
-        """Perform every due row; leaves the synced folder selected."""
-        report = DrainReport()
+    def has_due(self, kinds: Sequence[str] = DRAFT_KINDS) -> bool:
+        """Whether rows of these kinds wait (a helper connects only then)."""
         with self.database.session() as session:
-            jobs = claim(session, self.owner, mailbox_id=self.mailbox_id, kinds=self.KINDS,
-                         limit=1000, seconds=self.settings.claim_seconds)
+            return has_due(session, mailbox_id=self.mailbox_id, kinds=kinds)
+
+    def drain(self, client: IMAPClient, kinds: Sequence[str] | None = None) -> DrainReport:
+        """Perform every due row (of `kinds`, by default all); leaves the synced folder
+        selected when it performed flags or moves, or drafts."""
+        report = DrainReport()
+        self._known_folders.clear()  # asked again each drain: a person may delete a folder
+        with self.database.session() as session:
+            jobs = claim(session, self.owner, mailbox_id=self.mailbox_id,
+                         kinds=kinds or self.KINDS, limit=1000,
+                         seconds=self.settings.claim_seconds)
         if not jobs:
             return report
         drafts = [j for j in jobs if j.kind == OutboxKind.APPEND_DRAFT]
@@ -155,7 +168,9 @@ class OutboxDrainer:
                 complete(session, job, self.owner, {
                     "skipped": "the draft was erased" if not mime else "the draft was withdrawn"})
             return
-        uid, appended = append_draft(client, folder, job.payload["token"], mime)
+        uid, appended = append_draft(client, folder, job.payload["token"], mime,
+                                     tried_before=job.attempts > 0,
+                                     known_folders=self._known_folders)
         with self.database.session() as session:
             if not complete(session, job, self.owner, {"folder": folder, "uid": uid,
                                                        "appended": appended}):

@@ -171,6 +171,31 @@ def _release_dead(session: Session, owner: str, mailbox_id: int | None) -> None:
                         .values(claim_expires_at=now_minus_one()))
 
 
+def has_due(session: Session, *, mailbox_id: int, kinds: Sequence[str],
+            now: datetime | None = None) -> bool:
+    """Whether a row of these kinds is waiting for a drainer (cheap; claims nothing)."""
+    now = now or utcnow()
+    due = or_(
+        (OutboxEntry.state == OutboxState.PENDING)
+        & or_(OutboxEntry.retry_at.is_(None), OutboxEntry.retry_at <= now),
+        (OutboxEntry.state == OutboxState.RUNNING) & (OutboxEntry.claim_expires_at < now),
+    )
+    return session.scalar(select(OutboxEntry.id).where(
+        due, OutboxEntry.mailbox_id == mailbox_id, OutboxEntry.kind.in_(list(kinds))
+    ).limit(1)) is not None
+
+
+def hand_over(session: Session, owner: str, mailbox_id: int) -> int:
+    """Let any drainer take this owner's claimed rows of a mailbox at once (its connection
+    broke mid-drain). Their attempts stay counted: whoever goes on checks the server first."""
+    done = session.execute(
+        update(OutboxEntry)
+        .where(OutboxEntry.claimed_by == owner, OutboxEntry.mailbox_id == mailbox_id,
+               OutboxEntry.state == OutboxState.RUNNING)
+        .values(claim_expires_at=now_minus_one()))
+    return int(getattr(done, "rowcount", 0) or 0)
+
+
 def now_minus_one() -> datetime:
     """A moment just past: a claim set to it has expired."""
     return utcnow() - timedelta(seconds=1)
