@@ -182,11 +182,13 @@ def day_figures(database: Database, first_pk: int, gold: dict[int, str]) -> dict
             .where(TeacherLabel.message_pk >= first_pk, TeacherLabel.kind == "intent")).all())
     small: dict[int, str] = {}
     route: dict[int, str] = {}
+    codes: dict[int, set[str]] = {}
     for pk, stage, outcome, details in events:
         if stage == "classify":
             small[pk] = details["intent"]["label"]
         else:
             route[pk] = outcome
+            codes[pk] = set((details or {}).get("codes") or ())
     messages = [pk for pk in gold if pk in route]
     escalated = [pk for pk in messages if route[pk] != "slm"]
     kept = [pk for pk in messages if route[pk] == "slm"]
@@ -197,6 +199,11 @@ def day_figures(database: Database, first_pk: int, gold: dict[int, str]) -> dict
         "messages": len(messages),
         "escalated": len(escalated) / len(messages) if messages else 0.0,
         "to_llm": sum(route[pk] == "llm" for pk in messages),
+        # Why: unsure (low confidence), out of scope, or both.
+        "low_confidence": sum("low_confidence" in codes.get(pk, ()) for pk in escalated)
+        / max(1, len(messages)),
+        "out_of_scope": sum("out_of_scope" in codes.get(pk, ()) for pk in escalated)
+        / max(1, len(messages)),
         "auto_accuracy": auto_right / len(kept) if kept else float("nan"),
         "accuracy": right / len(messages) if messages else float("nan"),
     }
@@ -310,7 +317,9 @@ def run(args: argparse.Namespace, work: Path, seed_rows: list[tuple[str, str]],
         days.append(figures)
         after = learned.get("after") or {}
         print(f"day {day}: messages={figures['messages']} escalated={figures['escalated']:.1%} "
-              f"auto_accuracy={figures['auto_accuracy']:.3f} accuracy={figures['accuracy']:.3f} "
+              f"(unsure {figures['low_confidence']:.1%}, out of scope "
+              f"{figures['out_of_scope']:.1%}) auto_accuracy={figures['auto_accuracy']:.3f} "
+              f"accuracy={figures['accuracy']:.3f} "
               f"cost={spent:.4f} all_cloud={all_cloud:.4f} | learn: {learned['action']} "
               f"on {sum(learned['sources'].values())} examples, held-back accuracy "
               f"{after.get('accuracy', float('nan')):.3f}, min confidence "

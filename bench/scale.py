@@ -5,7 +5,9 @@ a fresh PostgreSQL database, starts N workers (one polls the mailbox, the others
 pipeline work message by message), and times until every message is settled and every
 draft is in the Drafts folder. The test cloud LLM answers in 500 ms; each worker keeps the
 same number of cloud calls in flight. Prints throughput per worker count and the ratio to
-one worker, then checks that nothing was done twice:
+one worker, the share of the machine's CPU each run kept busy (workers, PostgreSQL, Dovecot
+and the test LLM together) with the ratio that share allows at most, then checks that
+nothing was done twice:
 
     .venv/bin/python bench/scale.py [--messages 2000] [--latency 0.5] [--concurrency 2]
 
@@ -41,8 +43,19 @@ def models_dir() -> Path:
     return path
 
 
+def cpu_busy_seconds() -> float | None:
+    """Core-seconds the whole machine has spent busy since boot (Linux /proc/stat), so a
+    run's CPU covers the workers, PostgreSQL, Dovecot and the test LLM server alike."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def one_run(workers: int, mail: list[bytes], args: argparse.Namespace, models: Path,
-            dovecot: DovecotServer) -> tuple[float, object]:
+            dovecot: DovecotServer) -> tuple[float, float | None, object]:
     llm = FakeOpenAI()
 
     def slow(request: object) -> Reply:
@@ -56,17 +69,20 @@ def one_run(workers: int, mail: list[bytes], args: argparse.Namespace, models: P
     cluster = Cluster(dovecot, llm, url, models, concurrency=args.concurrency)
     try:
         cluster.append(mail)
-        started = time.monotonic()
+        started, busy_before = time.monotonic(), cpu_busy_seconds()
         for _ in range(workers):
             cluster.start_worker()
         settled = cluster.wait_settled(timeout=args.timeout, poll=0.5)
         elapsed = time.monotonic() - started
+        busy_after = cpu_busy_seconds()
+        busy = (busy_after - busy_before
+                if busy_before is not None and busy_after is not None else None)
         cluster.stop_all()
         tally = cluster.tally()
         if not settled:
             print(f"  {workers} worker(s): not settled within {args.timeout:.0f} s "
                   f"({tally.stuck} left)")
-        return elapsed, tally
+        return elapsed, busy, tally
     finally:
         cluster.stop_all()
         llm.stop()
@@ -93,23 +109,35 @@ def main() -> None:
     dovecot = DovecotServer(dovecot_dir)
     dovecot.start()
     rates: dict[int, float] = {}
+    busy_share: dict[int, float] = {}
     duplicates = 0
+    cores = os.cpu_count() or 1
     try:
         for count in (int(n) for n in args.workers.split(",")):
-            elapsed, tally = one_run(count, mail, args, models, dovecot)
+            elapsed, busy, tally = one_run(count, mail, args, models, dovecot)
             rates[count] = args.messages / elapsed
+            if busy is not None:
+                busy_share[count] = busy / (elapsed * cores)
             dup = tally.duplicates + tally.paid_twice + tally.drafts_extra  # type: ignore[attr-defined]
             duplicates += dup
             print(f"{count} worker(s): {elapsed:7.1f} s, {rates[count]:6.1f} messages/s, "
                   f"{tally.llm_calls} cloud calls, {tally.drafted} drafts; "  # type: ignore[attr-defined]
                   f"{tally.line()}")  # type: ignore[attr-defined]
+            if count in busy_share:
+                print(f"  CPU busy {busy_share[count]:.0%} of {cores} cores "
+                      f"({busy / args.messages * 1000:.0f} core-ms a message, workers, "
+                      "PostgreSQL, Dovecot and the test LLM together)")
     finally:
         dovecot.stop()
         shutil.rmtree(dovecot_dir, ignore_errors=True)
     base = rates.get(1)
     ratios = {n: rate / base for n, rate in rates.items()} if base else {}
     for n, ratio in sorted(ratios.items()):
-        print(f"ratio {n} workers / 1 worker = {ratio:.2f}x")
+        # With the same CPU per message, no number of workers can beat the machine's cores:
+        # one worker's busy share says how far the ratio can go here at most.
+        ceiling = (f"; this machine's CPU allows at most {min(n, 1 / busy_share[1]):.2f}x"
+                   if 1 in busy_share and busy_share[1] > 0 else "")
+        print(f"ratio {n} workers / 1 worker = {ratio:.2f}x{ceiling}")
     print(f"ratio_2={ratios.get(2, 0):.2f} ratio_4={ratios.get(4, 0):.2f} "
           f"duplicates={duplicates}")
 
