@@ -133,11 +133,15 @@ def main() -> None:
     base = rates.get(1)
     ratios = {n: rate / base for n, rate in rates.items()} if base else {}
     for n, ratio in sorted(ratios.items()):
-        # With the same CPU per message, no number of workers can beat the machine's cores:
-        # one worker's busy share says how far the ratio can go here at most.
-        ceiling = (f"; this machine's CPU allows at most {min(n, 1 / busy_share[1]):.2f}x"
-                   if 1 in busy_share and busy_share[1] > 0 else "")
-        print(f"ratio {n} workers / 1 worker = {ratio:.2f}x{ceiling}")
+        print(f"ratio {n} workers / 1 worker = {ratio:.2f}x")
+    # No number of workers can use more than the machine's cores: at the least CPU a message
+    # took in these runs, the cores allow this many messages a second at most.
+    per_message = {n: share * cores / rates[n] for n, share in busy_share.items()}
+    if base and per_message:
+        least = min(per_message.values())
+        print(f"CPU ceiling: at {least * 1000:.0f} core-ms a message (the least of these runs) "
+              f"{cores} cores allow at most {cores / least:.1f} messages/s, "
+              f"{cores / least / base:.2f}x one worker")
     print(f"ratio_2={ratios.get(2, 0):.2f} ratio_4={ratios.get(4, 0):.2f} "
           f"duplicates={duplicates}")
 

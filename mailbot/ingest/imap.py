@@ -15,6 +15,7 @@ import re
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -276,18 +277,37 @@ class MailboxSync:
             self._lease = self._keeper = None
         return report
 
-    def _help(self, report: PollReport) -> None:
-        with self._escalating(report):
-            report.processed += self.pipeline.process_pending(self.mailbox_id, stop=self.stop)
-        self._help_deliver(report)
+    # A worker helping on a busy mailbox keeps at it while the lease holder fetches more:
+    # it goes back to waiting for its next poll only after this long with nothing to do.
+    HELP_LINGER_SECONDS = 2.0
 
-    def _help_deliver(self, report: PollReport) -> None:
+    def _help(self, report: PollReport) -> None:
+        idle_since = time.monotonic()
+        with self._escalating(report):
+            while not self.stop.is_set():
+                done = self.pipeline.process_pending(self.mailbox_id, stop=self.stop)
+                report.processed += done
+                delivered = self._help_deliver(report)
+                if done or delivered:
+                    idle_since = time.monotonic()
+                elif (time.monotonic() - idle_since >= self.HELP_LINGER_SECONDS
+                      or not self._lease_held_elsewhere()):
+                    return
+                else:
+                    self.stop.wait(0.2)
+
+    def _lease_held_elsewhere(self) -> bool:
+        with self.db.session() as session:
+            holder, _until = leases.holder(session, self.mailbox_id)
+        return holder is not None and holder != self.owner
+
+    def _help_deliver(self, report: PollReport) -> int:
         """Append the waiting drafts over a connection of this worker's own, so several
         workers on one busy mailbox do not queue behind the lease holder's one connection.
         Flags and moves stay with the lease holder. A failure here is only logged: the
         rows go back to the queue at once and the holder (or the next help) performs them."""
         if self.stop.is_set() or not self.drainer.has_due():
-            return
+            return 0
         try:
             with session_for(self.account, self.account.resolve_password()) as client:
                 done = self.drainer.drain(client, kinds=OutboxDrainer.DRAFT_KINDS)
@@ -296,9 +316,10 @@ class MailboxSync:
                      "will", self.account.name, self.folder, _text(exc) or type(exc).__name__)
             with self.db.session() as session:
                 hand_over(session, self.owner, self.mailbox_id)
-            return
+            return 0
         report.drafts_delivered += done.drafts
         report.notes.extend(done.errors)
+        return done.drafts + done.withdrawn
 
     def _check(self) -> None:
         if self._keeper is not None:
@@ -404,14 +425,16 @@ class MailboxSync:
                 return
             self._check()
             self._fetch_batch(client, chunk, sizes, uidvalidity, has_history, report)
-            self._process(report)
+            # About as many as were fetched, not every one waiting: with other workers
+            # helping, the queue never runs dry while this one drains and fetches more.
+            self._process(report, at_most=len(chunk))
             self._drain(client, report)
         # Messages fetched in an earlier, interrupted run still need the pipeline.
         self._process(report)
 
-    def _process(self, report: PollReport) -> None:
+    def _process(self, report: PollReport, at_most: int | None = None) -> None:
         report.processed += self.pipeline.process_pending(self.mailbox_id, stop=self.stop,
-                                                          check=self._check)
+                                                          check=self._check, at_most=at_most)
 
     def _drain(self, client: IMAPClient, report: PollReport) -> None:
         done = self.drainer.drain(client)

@@ -202,16 +202,18 @@ class Pipeline:
         stop: threading.Event | None = None,
         on_message: Callable[[ProcessedMessage], None] | None = None,
         check: Callable[[], None] | None = None,
+        at_most: int | None = None,
     ) -> int:
         """Process every message still waiting (of one mailbox, or all); returns the count.
 
         Stops between groups when `stop` is set, so SIGTERM finishes the messages in hand
-        and commits them; `check` runs before each group (the poll's lease check).
+        and commits them; `check` runs before each group (the poll's lease check). With
+        `at_most`, stops after about that many (whole groups), leaving the rest waiting.
         """
         count = 0
         failed: list[int] = []  # retried at a later call, not again in this one
         self.release_dead_claims()
-        while not (stop and stop.is_set()):
+        while not (stop and stop.is_set()) and (at_most is None or count < at_most):
             if check is not None:
                 check()
             claimed = self.claim(mailbox_id, exclude=failed)
