@@ -280,6 +280,7 @@ class MailboxSync:
     # A worker helping on a busy mailbox keeps at it while the lease holder fetches more:
     # it goes back to waiting for its next poll only after this long with nothing to do.
     HELP_LINGER_SECONDS = 2.0
+    HELP_CHECK_SECONDS = 0.5  # between looks at the queue meanwhile (each one a query)
 
     def _help(self, report: PollReport) -> None:
         idle_since = time.monotonic()
@@ -294,7 +295,7 @@ class MailboxSync:
                       or not self._lease_held_elsewhere()):
                     return
                 else:
-                    self.stop.wait(0.2)
+                    self.stop.wait(self.HELP_CHECK_SECONDS)
 
     def _lease_held_elsewhere(self) -> bool:
         with self.db.session() as session:
