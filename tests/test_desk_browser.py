@@ -282,6 +282,16 @@ def test_desk_killed_after_the_send_does_not_send_twice(desk: Desk, browser: Any
         assert entry is not None and entry.state == "done"
         assert entry.result["confirmed_in_sent"] is True
         assert "mime_b64" not in entry.payload and "to" not in entry.payload
+        # Sent unchanged: the classification and every field the draft used stand as labels.
+        draft = s.scalar(select(DraftRecord).where(DraftRecord.message_pk == pk))
+        labels = s.scalars(select(HumanLabel).where(HumanLabel.message_pk == pk)).all()
+    assert draft is not None and draft.fields
+    confirmed = {(lab.kind, lab.name or "", lab.value) for lab in labels
+                 if lab.source == "confirmed"}
+    assert len([value for kind, _, value in confirmed if kind == "intent"]) == 1
+    expected = {("field", name, str(value)) for name, value in draft.fields.items()
+                if value is not None and not isinstance(value, dict | list)}
+    assert expected and expected <= confirmed
 
 
 def test_desk_killed_during_smtp_leaves_it_uncertain_not_resent(desk: Desk,

@@ -46,9 +46,6 @@ from mailbot.db.models import Account, Mailbox, Message, MessageStatus
 from mailbot.db.outbox import OutboxEntry, OutboxState
 from mailbot.db.outcomes import (
     DraftOutcome,
-    HumanLabel,
-    LabelKind,
-    LabelSource,
     Outcome,
     OutcomeSource,
 )
@@ -505,19 +502,10 @@ def record_discard(session: Session, draft_id: int, *, missing_since: datetime) 
 def confirm_draft(session: Session, message_pk: int, draft: DraftRecord, agent: str) -> None:
     """A draft sent unchanged: its classification and the fields it used stand as labels
     (those a person corrected by hand keep their correction)."""
-    from mailbot.outbox.send import confirm_labels
+    from mailbot.outbox.send import confirm_fields, confirm_labels
 
     confirm_labels(session, message_pk, agent)
-    corrected = set(session.scalars(select(HumanLabel.name).where(
-        HumanLabel.message_pk == message_pk, HumanLabel.kind == LabelKind.FIELD,
-        HumanLabel.source == LabelSource.DESK)))
-    for name, value in sorted((draft.fields or {}).items()):
-        if name in corrected or value is None or isinstance(value, dict | list):
-            continue
-        session.add(HumanLabel(message_pk=message_pk, kind=LabelKind.FIELD, name=name[:100],
-                               value=str(value)[:2000], previous=str(value)[:2000],
-                               source=LabelSource.CONFIRMED, agent=agent,
-                               created_at=utcnow()))
+    confirm_fields(session, message_pk, draft, agent)
 
 
 __all__ = [

@@ -406,8 +406,9 @@ def _record_sent(session: Session, job: Job, result: dict[str, Any]) -> None:
         agent=agent, template=draft.template if draft else None,
         model=draft.model if draft else None, model_version=draft.model_version if draft else None,
         language=draft.language if draft else None, created_at=utcnow()))
-    if unchanged:
+    if unchanged and draft is not None:
         confirm_labels(session, message.id, agent)
+        confirm_fields(session, message.id, draft, agent)
     session.execute(delete(ReviewClaim).where(ReviewClaim.message_pk == message.id))
     # Done: the reply's text and address live on in draft_outcomes (which retention and
     # erasure clear), not in the outbox.
@@ -439,6 +440,21 @@ def confirm_labels(session: Session, message_pk: int, agent: str) -> None:
             session.add(HumanLabel(message_pk=message_pk, kind=kind, value=str(label),
                                    previous=str(label), source=LabelSource.CONFIRMED,
                                    agent=agent, created_at=utcnow()))
+
+
+def confirm_fields(session: Session, message_pk: int, draft: DraftRecord, agent: str) -> None:
+    """A draft sent unchanged: the field values it used stand (those a person corrected by
+    hand keep their correction)."""
+    corrected = set(session.scalars(select(HumanLabel.name).where(
+        HumanLabel.message_pk == message_pk, HumanLabel.kind == LabelKind.FIELD,
+        HumanLabel.source == LabelSource.DESK)))
+    for name, value in sorted((draft.fields or {}).items()):
+        if name in corrected or value is None or isinstance(value, dict | list):
+            continue
+        session.add(HumanLabel(message_pk=message_pk, kind=LabelKind.FIELD, name=name[:100],
+                               value=str(value)[:2000], previous=str(value)[:2000],
+                               source=LabelSource.CONFIRMED, agent=agent,
+                               created_at=utcnow()))
 
 
 def _retry_later(database: Database, owner: str, job: Job, error: str,
