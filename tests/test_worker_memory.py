@@ -153,3 +153,20 @@ def test_without_prepare_the_seed_heads_are_built_outside_the_worker(
     later, log = _mailbot(config, "classify", "I was charged twice for one order.")
     assert "child process" not in log
     assert first["output"] == later["output"]
+
+
+def test_a_worker_drafting_replies_to_every_sample_stays_small(
+    tmp_path: Path, encoder_dir: Path
+) -> None:
+    # The whole pipeline as the worker runs it (parse, classify, language, extract, the
+    # knowledge base, route, draft) over the sample mail, in one process.
+    from mailbot.resources import data_dir
+
+    config = _fresh_data_dir(tmp_path, encoder_dir)
+    _mailbot(config, "model", "prepare")
+    samples = sorted(str(p) for p in (data_dir() / "samples").glob("*.eml"))
+    report, log = _mailbot(config, "ingest", *samples)
+    assert f"{len(samples)} processed" in str(report["output"]), log
+    assert report["sklearn"] is False
+    assert int(report["vm_hwm_kb"]) / 1024 < RSS_LIMIT_MB, (  # type: ignore[call-overload]
+        f"peak RSS {int(report['vm_hwm_kb']) / 1024:.0f} MB")  # type: ignore[call-overload]
