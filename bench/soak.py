@@ -80,6 +80,8 @@ def soak(messages: int, workers: int, fault_every: float, seed: int, chunks: int
                    "faults": dict(driver.counts), "cloud": dict(cloud.counts),
                    "statuses": tally.statuses, "budget": budget, "drafted": tally.drafted,
                    "cloud_calls_billed": tally.llm_calls}
+        if tally.paid_twice_detail:
+            details["paid_twice_detail (first 12)"] = tally.paid_twice_detail[:12]
         return tally.line(), details
     finally:
         if driver.is_alive():

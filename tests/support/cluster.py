@@ -20,7 +20,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -93,12 +93,16 @@ class Tally:
     drafts_missing: int  # drafted messages without exactly one draft in Drafts
     drafts_extra: int  # drafts in Drafts beyond one per drafted message
     llm_calls: int
-    # Cloud calls the provider billed more than once for one message and task, whether the
-    # same request was sent again or the message was planned a second time.
+    # Cloud calls the provider billed more than once for one message, task and step (a
+    # repair of a malformed answer is a step of its own), whether the same request was
+    # sent again or the message was planned a second time.
     paid_twice: int
     budget_overrun: float
     stuck: int  # messages or outbox rows not settled
     statuses: dict[str, int]
+    # For each (message, task) paid more than once: its requests as (id, state, error) and
+    # what the provider billed per request key. Empty when nothing was paid twice.
+    paid_twice_detail: list[dict[str, Any]] = field(default_factory=list)
 
     def line(self) -> str:
         """The bench's last line."""
@@ -257,9 +261,12 @@ class Cluster:
                 tokens = list(session.scalars(
                     select(DraftRecord.token).join(Message, Message.id == DraftRecord.message_pk)
                     .where(Message.status == "drafted")))
-                requests = {row.id: (row.message_pk, row.task.split("@")[0]) for row in
-                            session.execute(select(LLMRequest.id, LLMRequest.message_pk,
-                                                   LLMRequest.task))}
+                request_rows = session.execute(select(
+                    LLMRequest.id, LLMRequest.message_pk, LLMRequest.task, LLMRequest.state,
+                    LLMRequest.error)).all()
+                requests = {row.id: (row.message_pk, row.task.split("@")[0])
+                            for row in request_rows}
+                states = {row.id: (row.state, (row.error or "")[:200]) for row in request_rows}
                 spent = float(session.scalar(
                     select(func.coalesce(func.sum(Event.cost), 0.0))
                     .where(Event.stage == "llm")) or 0.0)
@@ -274,17 +281,31 @@ class Cluster:
             n for token, n in in_folder.items() if token not in set(tokens))
         paid = self.llm.paid
         per_message: Counter[object] = Counter()
+        keys_of: dict[object, list[str]] = {}
         for key, n in paid.items():
-            found = re.fullmatch(r"mailbot-(\d+)-(.+)", key)
+            # mailbot-<request>-<task>[:<step>]: a step such as ":repair" (asking the model
+            # to fix an answer it got wrong) is a call of its own, not the same call again.
+            found = re.fullmatch(r"mailbot-(\d+)-([^:]+)(:.+)?", key)
             request = requests.get(int(found.group(1))) if found else None
-            per_message[request or key] += n
+            pair = (*request, found.group(3) or "") if found and request else key
+            per_message[pair] += n
+            keys_of.setdefault(pair, []).append(key)
+        detail = []
+        for pair, n in per_message.items():
+            if n <= 1:
+                continue
+            ids = sorted(i for i, value in requests.items()
+                         if isinstance(pair, tuple) and value == pair[:2])
+            detail.append({"message_task": pair, "billed": n,
+                           "per_key": {k: paid[k] for k in keys_of.get(pair, [])},
+                           "requests": [(i, *states[i]) for i in ids]})
         return Tally(
             messages=self.appended, ledger=len(rows), duplicates=duplicates,
             drafted=statuses["drafted"], drafts_missing=missing, drafts_extra=extra,
             llm_calls=sum(paid.values()),
             paid_twice=sum(1 for n in per_message.values() if n > 1),
             budget_overrun=max(0.0, spent - self.daily_budget) if self.daily_budget else 0.0,
-            stuck=self.unsettled(), statuses=dict(statuses))
+            stuck=self.unsettled(), statuses=dict(statuses), paid_twice_detail=detail)
 
     def _draft_tokens(self) -> Counter[str]:
         from email import message_from_bytes, policy
