@@ -312,9 +312,10 @@ class MailboxSync:
         try:
             with session_for(self.account, self.account.resolve_password()) as client:
                 done = self.drainer.drain(client, kinds=OutboxDrainer.DRAFT_KINDS)
-        except (*_TRANSIENT_IMAP, MailboxError) as exc:
-            log.info("%s/%s: could not deliver drafts while helping (%s); the lease holder "
-                     "will", self.account.name, self.folder, _text(exc) or type(exc).__name__)
+        except (*_TRANSIENT_IMAP, MailboxError, PermanentError) as exc:
+            log.warning("%s/%s: could not deliver drafts while helping (%s); the lease "
+                        "holder will", self.account.name, self.folder,
+                        _text(exc) or type(exc).__name__)
             with self.db.session() as session:
                 hand_over(session, self.owner, self.mailbox_id)
             return 0
