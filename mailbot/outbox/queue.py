@@ -129,13 +129,7 @@ def claim(
     """Claim up to `limit` rows that are due; each is then this owner's to perform."""
     now = now or utcnow()
     _release_dead(session, owner, mailbox_id)
-    due = or_(
-        (OutboxEntry.state == OutboxState.PENDING)
-        & or_(OutboxEntry.retry_at.is_(None), OutboxEntry.retry_at <= now),
-        (OutboxEntry.state == OutboxState.RUNNING)
-        & or_(OutboxEntry.claim_expires_at < now, OutboxEntry.claimed_by == owner),
-    )
-    query = select(OutboxEntry).where(due)
+    query = select(OutboxEntry).where(_due(now, owner))
     if mailbox_id is not None:
         query = query.where(OutboxEntry.mailbox_id == mailbox_id)
     if kinds is not None:
@@ -174,15 +168,23 @@ def _release_dead(session: Session, owner: str, mailbox_id: int | None) -> None:
 def has_due(session: Session, *, mailbox_id: int, kinds: Sequence[str],
             now: datetime | None = None) -> bool:
     """Whether a row of these kinds is waiting for a drainer (cheap; claims nothing)."""
-    now = now or utcnow()
-    due = or_(
+    return session.scalar(select(OutboxEntry.id).where(
+        _due(now or utcnow()), OutboxEntry.mailbox_id == mailbox_id,
+        OutboxEntry.kind.in_(list(kinds))
+    ).limit(1)) is not None
+
+
+def _due(now: datetime, owner: str | None = None) -> Any:
+    """Rows a drainer may take: pending and due, or started by a holder whose claim expired
+    (or by `owner` itself, resuming after a lost connection)."""
+    taken_over = OutboxEntry.claim_expires_at < now
+    if owner is not None:
+        taken_over = or_(taken_over, OutboxEntry.claimed_by == owner)
+    return or_(
         (OutboxEntry.state == OutboxState.PENDING)
         & or_(OutboxEntry.retry_at.is_(None), OutboxEntry.retry_at <= now),
-        (OutboxEntry.state == OutboxState.RUNNING) & (OutboxEntry.claim_expires_at < now),
+        (OutboxEntry.state == OutboxState.RUNNING) & taken_over,
     )
-    return session.scalar(select(OutboxEntry.id).where(
-        due, OutboxEntry.mailbox_id == mailbox_id, OutboxEntry.kind.in_(list(kinds))
-    ).limit(1)) is not None
 
 
 def hand_over(session: Session, owner: str, mailbox_id: int) -> int:
