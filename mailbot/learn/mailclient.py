@@ -465,6 +465,8 @@ def record_reply(session: Session, match: ReplyMatch, head: SentHeaders, raw: by
                                  else "answered from the mail client")
         message.updated_at = utcnow()
     if outcome == Outcome.SENT_UNCHANGED and draft is not None:
+        from mailbot.outbox.send import confirm_draft
+
         confirm_draft(session, message.id, draft, agent)
     session.execute(delete(ReviewClaim).where(ReviewClaim.message_pk == message.id))
     record_event(session, STAGE, outcome.value, message_pk=message.id,
@@ -497,15 +499,6 @@ def record_discard(session: Session, draft_id: int, *, missing_since: datetime) 
                  mailbox_id=message.mailbox_id, actor="mail_client",
                  details={"missing_since": missing_since.isoformat()})
     return True
-
-
-def confirm_draft(session: Session, message_pk: int, draft: DraftRecord, agent: str) -> None:
-    """A draft sent unchanged: its classification and the fields it used stand as labels
-    (those a person corrected by hand keep their correction)."""
-    from mailbot.outbox.send import confirm_fields, confirm_labels
-
-    confirm_labels(session, message_pk, agent)
-    confirm_fields(session, message_pk, draft, agent)
 
 
 __all__ = [

@@ -92,7 +92,6 @@ class OutboxDrainer:
         self.settings = settings or DrainSettings()
         self.configured_drafts = drafts_folder
         self._drafts_folder: str | None = None
-        self._known_folders: set[str] = set()
 
     def has_due(self, kinds: Sequence[str] = DRAFT_KINDS) -> bool:
         """Whether rows of these kinds wait (a helper connects only then)."""
@@ -103,7 +102,7 @@ class OutboxDrainer:
         """Perform every due row (of `kinds`, by default all); leaves the synced folder
         selected when it performed flags or moves, or drafts."""
         report = DrainReport()
-        self._known_folders.clear()  # asked again each drain: a person may delete a folder
+        known: set[str] = set()  # folders seen to exist, asked again each drain
         with self.database.session() as session:
             jobs = claim(session, self.owner, mailbox_id=self.mailbox_id,
                          kinds=kinds or self.KINDS, limit=1000,
@@ -117,7 +116,8 @@ class OutboxDrainer:
                                                      OutboxKind.REMOVE_DRAFT)]
         try:
             for job in drafts:
-                self._attempt(job, report, lambda j=job: self._draft(client, j, report))
+                self._attempt(job, report,
+                              lambda j=job: self._draft(client, j, report, known))
             for job in removals:
                 self._attempt(job, report, lambda j=job: self._withdraw(client, j, report))
             if drafts or removals:
@@ -156,7 +156,8 @@ class OutboxDrainer:
 
     # --- drafts ------------------------------------------------------------------------------
 
-    def _draft(self, client: IMAPClient, job: Job, report: DrainReport) -> None:
+    def _draft(self, client: IMAPClient, job: Job, report: DrainReport,
+               known_folders: set[str]) -> None:
         folder = job.payload.get("folder") or self._drafts(client)
         with self.database.session() as session:
             mime = session.scalar(select(DraftRecord.mime)
@@ -170,7 +171,7 @@ class OutboxDrainer:
             return
         uid, appended = append_draft(client, folder, job.payload["token"], mime,
                                      tried_before=job.attempts > 0,
-                                     known_folders=self._known_folders)
+                                     known_folders=known_folders)
         with self.database.session() as session:
             if not complete(session, job, self.owner, {"folder": folder, "uid": uid,
                                                        "appended": appended}):

@@ -407,8 +407,7 @@ def _record_sent(session: Session, job: Job, result: dict[str, Any]) -> None:
         model=draft.model if draft else None, model_version=draft.model_version if draft else None,
         language=draft.language if draft else None, created_at=utcnow()))
     if unchanged and draft is not None:
-        confirm_labels(session, message.id, agent)
-        confirm_fields(session, message.id, draft, agent)
+        confirm_draft(session, message.id, draft, agent)
     session.execute(delete(ReviewClaim).where(ReviewClaim.message_pk == message.id))
     # Done: the reply's text and address live on in draft_outcomes (which retention and
     # erasure clear), not in the outbox.
@@ -440,6 +439,13 @@ def confirm_labels(session: Session, message_pk: int, agent: str) -> None:
             session.add(HumanLabel(message_pk=message_pk, kind=kind, value=str(label),
                                    previous=str(label), source=LabelSource.CONFIRMED,
                                    agent=agent, created_at=utcnow()))
+
+
+def confirm_draft(session: Session, message_pk: int, draft: DraftRecord, agent: str) -> None:
+    """A draft sent unchanged (from the desk or the agent's mail client): its classification
+    and the fields it used stand as labels."""
+    confirm_labels(session, message_pk, agent)
+    confirm_fields(session, message_pk, draft, agent)
 
 
 def confirm_fields(session: Session, message_pk: int, draft: DraftRecord, agent: str) -> None:
