@@ -16,9 +16,10 @@ from mailbot.db.drafts import DraftRecord
 from mailbot.db.llm_records import LLMRequest, TeacherLabel
 from mailbot.db.models import Event, Message
 from mailbot.db.session import Database
+from mailbot.errors import DatabaseUnavailable
 from mailbot.ingest.maildir import ingest_local
 from mailbot.llm.client import LLMClient
-from mailbot.llm.escalate import reserve_for
+from mailbot.llm.escalate import EscalationRunner, reserve_for
 from mailbot.pipeline.wiring import build_pipeline
 from tests.support.fake_openai import ReceivedRequest, Reply, default_answer
 from tests.support.mail import support_email
@@ -123,6 +124,43 @@ def test_personal_data_never_reaches_the_cloud_and_comes_back_in_the_draft(
     [route] = events(database, "route")
     assert route.outcome == "llm" and "vip_sender" in route.details["codes"]
     assert [e.outcome for e in events(database, "settle")] == ["escalating", "drafted"]
+
+
+@pytest.mark.parametrize("task", ["classification", "reply"])
+def test_an_answer_whose_commit_reply_was_lost_is_recorded_once(
+    tmp_path: Path, encoder_dir: Path, fake_llm: Any, monkeypatch: pytest.MonkeyPatch,
+    task: str
+) -> None:
+    """The database committed the answer, then the connection died before it said so: the
+    retry finds the answer recorded and adds no second reply request, call or draft."""
+    name = f"_record_{task}"
+    original = getattr(EscalationRunner, name)
+    lost: list[int] = []
+
+    def commit_then_lose_the_reply(self: EscalationRunner, job: Any, result: Any) -> None:
+        original(self, job, result)
+        if not lost:
+            lost.append(job.request_id)
+            raise DatabaseUnavailable("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(EscalationRunner, name, commit_then_lose_the_reply)
+    fake_llm.default = answer_with_placeholders
+    config = llm_config(tmp_path, encoder_dir, fake_llm,
+                        vip_senders=["emma.clarke@example.com"], llm_classify="always")
+    database = process(config, [support_email(1, body=BODY, sender=SENDER)], tmp_path)
+    assert lost  # the fault happened
+    assert len(fake_llm.chat_requests) == 2  # the cloud was asked once per task
+    with database.session() as session:
+        requests = list(session.scalars(select(LLMRequest).order_by(LLMRequest.id)))
+        drafts = session.scalars(select(DraftRecord)).all()
+        labels = session.scalars(select(TeacherLabel)).all()
+    assert [(r.task, r.state) for r in requests] == [("classify", "answered"),
+                                                      ("reply", "answered")]
+    assert [e.details["task"] for e in events(database, "llm")] == ["classify", "reply"]
+    assert len(drafts) == 1
+    assert sorted(t.kind for t in labels) == ["intent", "language", "priority", "reply",
+                                              "sentiment"]
+    assert [m.status for m in messages(database)] == ["drafted"]
 
 
 def test_card_numbers_stay_masked_in_the_reply(

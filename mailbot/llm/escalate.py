@@ -478,9 +478,15 @@ class EscalationRunner:
                                     sent_at=None))
 
     def _answered(self, session: Session, job: _Job, result: LLMResult[Any],
-                  answer: dict[str, Any]) -> LLMRequest:
+                  answer: dict[str, Any]) -> bool:
+        """Mark the request answered and record its call; False when an earlier attempt
+        already did (its commit went through but the reply to it was lost), so a retry
+        adds nothing twice."""
         row = session.get(LLMRequest, job.request_id)
         assert row is not None
+        if row.state == "answered":
+            log.info("cloud answer for request %s was already recorded", job.request_id)
+            return False
         call = result.call
         row.state = "answered"
         row.answer = {**answer, "sent": dict(call.request), "response": call.response_text}
@@ -494,7 +500,7 @@ class EscalationRunner:
                                  "placeholders": job.payload.get("placeholders", {})})
         with self._lock:
             self._counts["answered"] += 1
-        return row
+        return True
 
     def _record_classification(self, job: _Job, result: LLMResult[LLMClassification]) -> None:
         value = result.value
@@ -503,7 +509,8 @@ class EscalationRunner:
                           "confidence": value.confidence}
         text = teacher_text(job.payload["subject"], job.payload["body"])
         with self.database.session() as session:
-            self._answered(session, job, result, {"classification": classification})
+            if not self._answered(session, job, result, {"classification": classification}):
+                return
             for kind in LABEL_KINDS:
                 label = getattr(value, kind)
                 _add_teacher_label(session, job.message_pk, kind, label, {"label": label},
@@ -529,7 +536,8 @@ class EscalationRunner:
         steps = self.host.compose(case)
         text = teacher_text(payload["subject"], payload["body"])
         with self.database.session() as session:
-            self._answered(session, job, result, {"reply": result.value})
+            if not self._answered(session, job, result, {"reply": result.value}):
+                return
             _add_teacher_label(session, job.message_pk, "reply", None, {"text": result.value},
                                text, result.call.response_model, None)
             self.host.commit_outcome(session, steps[-1].case if steps else case, steps)
