@@ -672,7 +672,7 @@ class LearnSettings(_Section):
     cv_folds: Annotated[int, Field(ge=0, le=20)] = 0
     # The lexical (character n-gram) half of a head helps most with few examples and costs
     # most of the training time with many; above this many examples it is left out.
-    lexical_max_examples: Annotated[int, Field(ge=0)] = 500
+    lexical_max_examples: Annotated[int, Field(ge=0)] = 5000
 
     @model_validator(mode="after")
     def _check(self) -> LearnSettings:
