@@ -36,6 +36,7 @@ def fusion_bound(head, prediction, vectors: np.ndarray, train_y: np.ndarray,  # 
                  is_oos: np.ndarray, false_rejection: float) -> float:
     """Out-of-scope recall at exactly `false_rejection` of a fusion fitted on the test rows'
     own labels (cross-validated): an upper bound for any fusion of these scores."""
+    from scipy.special import logsumexp
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
@@ -48,9 +49,7 @@ def fusion_bound(head, prediction, vectors: np.ndarray, train_y: np.ndarray,  # 
     top = probs.argmax(axis=1)
     in_top = np.array([np.sort(sims[i, train_y == top[i]])[-5:].mean()
                        for i in range(len(vectors))])
-    logits = vectors @ head.embed_weights.T + head.embed_bias
-    peak = logits.max(axis=1)
-    energy = peak + np.log(np.exp(logits - peak[:, None]).sum(axis=1))
+    energy = logsumexp(vectors @ head.embed_weights.T + head.embed_bias, axis=1)
     ranked = np.sort(probs, axis=1)
     entropy = -(probs * np.log(probs + 1e-12)).sum(axis=1)
     matrix = np.column_stack([base, nearest, in_top, entropy, energy,
@@ -113,7 +112,8 @@ def main() -> None:
         labels = np.array([head.labels[i] for i in prediction.probabilities.argmax(axis=1)])
         in_scope = ((labels == np.array(test.labels)) & ~flagged)[~is_oos].mean()
         mixed = oos_scores(prediction.probabilities, knn_similarity(test_vectors, head.reference))
-        train_y = np.array([head.labels.index(train.labels[i]) for i in keep])
+        index = {label: i for i, label in enumerate(head.labels)}
+        train_y = np.array([index[train.labels[i]] for i in keep])
         bound = fusion_bound(head, prediction, test_vectors, train_y, is_oos,
                              args.false_rejection)
         rows.append(
