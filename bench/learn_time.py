@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,24 +25,20 @@ sys.path.insert(0, str(ROOT))
 
 
 def main() -> None:
+    from oos_holdout import banking77_encoder  # bench/, beside this script
+
     from mailbot.classify.classifier import _one_blas_thread
     from mailbot.classify.data import read_labeled_csv
     from mailbot.classify.store import embed_texts
     from mailbot.classify.train import TrainOptions, train_head
-    from mailbot.config import LearnSettings, ModelSettings
-    from mailbot.engine import ModelRegistry
-    from mailbot.engine.convert import prepare_default_encoder
+    from mailbot.config import LearnSettings
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/banking77")
     parser.add_argument("--sizes", default="2000,5000,10000")
     parser.add_argument("--models", type=Path, default=None)
     args = parser.parse_args()
-    if not (args.data / "train.csv").is_file():
-        raise SystemExit(f"BANKING77 not found at {args.data} (pass --data DIR)")
-    models = args.models or Path(tempfile.gettempdir()) / "mailbot-bench-models"
-    prepare_default_encoder(models, "all-MiniLM-L6-v2")
-    encoder = ModelRegistry(ModelSettings(), models).encoder()
+    encoder = banking77_encoder(args.data, args.models)
     train = read_labeled_csv(args.data / "train.csv", "text", "category")
     limit = LearnSettings().lexical_max_examples
     print(f"CPU: {cpu_name()} ({os.cpu_count()} cores); encoder {encoder.name}; "

@@ -62,6 +62,20 @@ def fusion_bound(head, prediction, vectors: np.ndarray, train_y: np.ndarray,  # 
     return float((score[is_oos] > cut).mean())
 
 
+def banking77_encoder(data: Path, models: Path | None):  # type: ignore[no-untyped-def]
+    """The default encoder, prepared offline in `models` (default: the benches' cache), once
+    BANKING77 is found at `data`."""
+    from mailbot.config import ModelSettings
+    from mailbot.engine import ModelRegistry
+    from mailbot.engine.convert import prepare_default_encoder
+
+    if not (data / "train.csv").is_file():
+        raise SystemExit(f"BANKING77 not found at {data} (pass --data DIR)")
+    models = models or Path(tempfile.gettempdir()) / "mailbot-bench-models"
+    prepare_default_encoder(models, "all-MiniLM-L6-v2")
+    return ModelRegistry(ModelSettings(), models).encoder()
+
+
 def main() -> None:
     from mailbot.classify.data import read_labeled_csv
     from mailbot.classify.evaluate import auroc, fpr_at_recall, held_out_intents
@@ -69,9 +83,6 @@ def main() -> None:
     from mailbot.classify.oos import knn_similarity
     from mailbot.classify.store import embed_texts
     from mailbot.classify.train import TrainOptions, train_head
-    from mailbot.config import ModelSettings
-    from mailbot.engine import ModelRegistry
-    from mailbot.engine.convert import prepare_default_encoder
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/banking77")
@@ -82,11 +93,7 @@ def main() -> None:
     parser.add_argument("--lexical", action="store_true",
                         help="train the head with its lexical half, as served")
     args = parser.parse_args()
-    if not (args.data / "train.csv").is_file():
-        raise SystemExit(f"BANKING77 not found at {args.data} (pass --data DIR)")
-    models = args.models or Path(tempfile.gettempdir()) / "mailbot-bench-models"
-    prepare_default_encoder(models, "all-MiniLM-L6-v2")
-    encoder = ModelRegistry(ModelSettings(), models).encoder()
+    encoder = banking77_encoder(args.data, args.models)
     train = read_labeled_csv(args.data / "train.csv", "text", "category")
     test = read_labeled_csv(args.data / "test.csv", "text", "category")
     print(f"CPU: {cpu_name()} ({os.cpu_count()} cores); encoder {encoder.name}")
